@@ -1,0 +1,141 @@
+"""Public helpers: the broker settings a deployment wants, listing and revoking jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from . import aws
+from .exceptions import ConfigurationError
+
+
+def broker_settings(
+    queues: Iterable[str] | Mapping[str, str],
+    *,
+    fifo: bool | None = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    visibility_timeout: int = 60,
+    dead_letter_queue: str | None = None,
+    s3_bucket: str | None = None,
+    wait_time_seconds: int = 20,
+    soft_shutdown_timeout: float = 100.0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Celery settings for SQS in production, for ``app.conf.update(...)``.
+
+    ``queues`` are queue names (resolved to URLs once, here, with GetQueueUrl) or a mapping of
+    name to URL (no AWS call). The first queue is the default queue. FIFO queues end in
+    ``.fifo``; ``fifo=True`` checks that they all do. ``dead_letter_queue`` (name or URL) is
+    where poison messages go. ``s3_bucket`` enables the claim-check for large messages and
+    results. Keys given in ``overrides`` replace the computed ones.
+    """
+    names = list(queues.keys() if isinstance(queues, Mapping) else queues)
+    if not names:
+        raise ConfigurationError("broker_settings(queues=...) needs at least one queue name")
+    for name in names:
+        if fifo is True and not name.endswith(".fifo"):
+            raise ConfigurationError(f"queue {name!r}: fifo=True but FIFO queue names end in '.fifo'")
+        if fifo is False and name.endswith(".fifo"):
+            raise ConfigurationError(f"queue {name!r} ends in '.fifo' but fifo=False")
+    if not 0 <= int(visibility_timeout) <= 43_200:
+        raise ConfigurationError(f"visibility_timeout={visibility_timeout!r} is out of range; accepted: 0..43200")
+    if not 0 <= int(wait_time_seconds) <= 20:
+        raise ConfigurationError(f"wait_time_seconds={wait_time_seconds!r} is out of range; accepted: 0..20")
+
+    urls = dict(queues) if isinstance(queues, Mapping) else {}
+    dlq_url = None
+    if dead_letter_queue:
+        dlq_url = dead_letter_queue if "://" in dead_letter_queue else None
+        if dlq_url is None:
+            urls.setdefault(dead_letter_queue, "")
+    missing = [n for n in list(urls) + names if not urls.get(n)]
+    if missing:
+        client = aws.client("sqs", region, endpoint_url)
+        for name in dict.fromkeys(missing):
+            with aws.translated("sqs", "GetQueueUrl", f"SQS queue '{name}' (region {region})",
+                                hint='run "celery -A app sqs-ddb create-queue"'):
+                urls[name] = client.get_queue_url(QueueName=name)["QueueUrl"]
+    if dead_letter_queue and dlq_url is None:
+        dlq_url = urls.pop(dead_letter_queue)
+    predefined = {}
+    for name in names:
+        entry = {"url": urls[name]}
+        if dlq_url:
+            entry["dead_letter_url"] = dlq_url
+        predefined[name] = entry
+
+    transport_options: dict[str, Any] = {
+        "predefined_queues": predefined,
+        "visibility_timeout": int(visibility_timeout),
+        "wait_time_seconds": int(wait_time_seconds),
+        "polling_interval": 0,
+        "sqs_base64_encoding": False,
+    }
+    if region:
+        transport_options["region"] = region
+    if endpoint_url:
+        transport_options["endpoint_url"] = endpoint_url
+    if s3_bucket:
+        transport_options["s3_bucket"] = s3_bucket
+    settings: dict[str, Any] = {
+        "broker_url": "sqs://",
+        "broker_transport": "celery_sqs_ddb.transport:Transport",
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": names[0],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "worker_soft_shutdown_timeout": float(soft_shutdown_timeout),
+        "worker_enable_soft_shutdown_on_idle": True,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 10,
+    }
+    if region:
+        settings["sqs_ddb_region"] = region
+    if endpoint_url:
+        settings["sqs_ddb_endpoint_url"] = endpoint_url
+    if s3_bucket:
+        settings["sqs_ddb_s3_bucket"] = s3_bucket
+    settings.update(overrides)
+    return settings
+
+
+def configure(app: Any, **broker_kwargs: Any) -> Any:
+    """Apply :func:`broker_settings` (if queues are given) and install the worker steps now.
+
+    The steps are also installed automatically when a worker starts with this package's
+    backend or transport, so calling this is optional.
+    """
+    from .worker import install
+
+    if broker_kwargs:
+        app.conf.update(broker_settings(**broker_kwargs))
+    install(app)
+    return app
+
+
+def _backend(app: Any) -> Any:
+    from .backend import DynamoDBBackend
+
+    backend = app.backend
+    if not isinstance(backend, DynamoDBBackend):
+        raise ConfigurationError(
+            f"result_backend is {app.conf.result_backend!r}; listing and revoke need result_backend = 'ddb://TABLE'")
+    return backend
+
+
+def jobs(app: Any, status: str = "STARTED", *, since: datetime | str | None = None, limit: int = 50,
+         cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Jobs in a state from the status index, newest first: ``(jobs, next_cursor)``."""
+    return _backend(app).list_jobs(status, since=since, limit=limit, cursor=cursor)
+
+
+def revoke(app: Any, task_ids: str | Iterable[str]) -> int:
+    """Write REVOKED for tasks not yet finished; their messages are skipped when received."""
+    return _backend(app).revoke(task_ids)

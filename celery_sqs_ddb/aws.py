@@ -1,0 +1,127 @@
+"""boto3 clients with botocore retry modes, the list of AWS actions the code calls, and
+translation of AWS errors into one clear message.
+
+``RUNTIME_ACTIONS`` is what a worker or a web process calls; the Terraform worker role is
+tested to grant exactly these. ``ADMIN_ACTIONS`` are called only by the ``sqs-ddb`` CLI
+(create-table, create-queue, doctor) run by an operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Any, Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from .exceptions import AccessDenied, AwsCallFailed, QueueNotFound, TableNotFound
+
+RUNTIME_ACTIONS: dict[str, frozenset[str]] = {
+    "dynamodb": frozenset({
+        "GetItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem", "Query",
+    }),
+    "sqs": frozenset({
+        "SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
+        "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueAttributes", "GetQueueUrl",
+    }),
+    "s3": frozenset({"PutObject", "GetObject", "DeleteObject"}),
+}
+
+ADMIN_ACTIONS: dict[str, frozenset[str]] = {
+    "dynamodb": frozenset({"CreateTable", "DescribeTable", "UpdateTimeToLive", "DescribeTimeToLive"}),
+    "sqs": frozenset({"CreateQueue", "SetQueueAttributes"}),
+    "s3": frozenset({"CreateBucket", "HeadBucket"}),
+    "sts": frozenset({"GetCallerIdentity"}),
+}
+
+#: Error codes that mean "try again later": botocore retries them first, then Celery's
+#: result_backend_always_retry does (see DynamoDBBackend.exception_safe_to_retry).
+RETRYABLE_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "InternalFailure", "Throttling",
+    "TransactionConflictException", "SlowDown", "RequestThrottled", "ServiceUnavailableException",
+})
+ACCESS_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
+    "ExpiredTokenException", "SignatureDoesNotMatch", "MissingAuthenticationToken",
+    "InvalidSignatureException", "UnauthorizedOperation",
+})
+
+_local = threading.local()
+
+
+def client(service: str, region: str | None, endpoint_url: str | None = None,
+           retry_mode: str = "standard", max_attempts: int = 5, read_timeout: float = 30.0) -> Any:
+    """A boto3 client per (thread, process, service, region, endpoint, retry policy).
+
+    Credentials come from boto3's chain (IAM role, environment, profile), never from code.
+    """
+    key = (os.getpid(), service, region, endpoint_url, retry_mode, max_attempts, read_timeout)
+    cache = getattr(_local, "clients", None)
+    if cache is None:
+        cache = _local.clients = {}
+    found = cache.get(key)
+    if found is None:
+        config = Config(
+            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            connect_timeout=5,
+            read_timeout=read_timeout,
+            max_pool_connections=32,
+        )
+        try:
+            found = boto3.session.Session().client(
+                service, region_name=region, endpoint_url=endpoint_url, config=config)
+        except NoRegionError:
+            raise AwsCallFailed(
+                f"no AWS region for {service}: set ?region=R in the ddb:// URL, sqs_ddb_region or AWS_REGION"
+            ) from None
+        cache[key] = found
+    return found
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError ('' for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Throttling, 5xx and connection errors: safe to try again."""
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in RETRYABLE_CODES or status >= 500
+    return isinstance(exc, BotoCoreError) and not isinstance(exc, NoCredentialsError)
+
+
+@contextlib.contextmanager
+def translated(service: str, action: str, resource: str, *, setting: str = "", hint: str = "") -> Iterator[None]:
+    """Turn a missing resource or permission into one clear error naming action and resource.
+
+    Throttling and 5xx errors pass through unchanged so the retry machinery sees them.
+    """
+    try:
+        yield
+    except ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        where = f"{resource}" + (f" ({setting})" if setting else "")
+        if code in ("ResourceNotFoundException", "NoSuchBucket") and service == "dynamodb":
+            raise TableNotFound(f"{where} does not exist{'; ' + hint if hint else ''}") from exc
+        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise QueueNotFound(f"{where} does not exist{'; ' + hint if hint else ''}") from exc
+        if code in ACCESS_CODES:
+            raise AccessDenied(
+                f"not allowed to call {service}:{action} on {where}: {code}: {message}. "
+                f"Grant {service}:{action} to the task role (deploy/terraform/modules/worker)"
+            ) from exc
+        raise
+    except NoCredentialsError as exc:
+        raise AccessDenied(
+            f"no AWS credentials found for {service}:{action} on {resource}; "
+            "use an IAM role, AWS_PROFILE or the AWS_* environment variables"
+        ) from exc

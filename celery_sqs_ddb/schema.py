@@ -1,0 +1,92 @@
+"""The DynamoDB table layout: the single source of truth for attribute names, keys and index.
+
+``deploy/terraform/modules/table`` is tested against this module, and ``create-table``
+builds the table from :func:`create_table_request`.
+
+One item per task (partition key ``task_id``, a plain string). The status index is a
+sparse global secondary index keyed by ``status_shard`` (``"<STATUS>#<n>"``, n in
+0..shards-1, so one status is not one hot partition) and ``updated_at`` (ISO-8601 UTC),
+projecting only what listing needs. Group and chord items share the table, keyed by the
+group id, and stay out of the index.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+TASK_ID = "task_id"
+STATUS = "status"
+STATUS_SHARD = "status_shard"
+UPDATED_AT = "updated_at"
+TASK_NAME = "task_name"
+QUEUE = "queue"
+WORKER = "worker"
+RETRIES = "retries"
+CREATED_AT = "created_at"
+STARTED_AT = "started_at"
+DATE_DONE = "date_done"
+RESULT = "result"
+RESULT_S3 = "result_s3"
+TRACEBACK = "traceback"
+TRACEBACK_S3 = "traceback_s3"
+CONTENT_TYPE = "content_type"
+CHILDREN = "children"
+GROUP_ID = "group_id"
+PARENT_ID = "parent_id"
+ARGS = "args"
+KWARGS = "kwargs"
+EXPIRES_AT = "expires_at"
+CLAIM_RETRIES = "claim_retries"
+CLAIM_RECEIVES = "claim_receives"
+KIND = "kind"
+GROUP_RESULT = "group_result"
+CHORD_SIZE = "chord_size"
+CHORD_COUNT = "chord_count"
+
+KIND_GROUP = "group"
+
+STATUS_INDEX = "status-index"
+#: Attributes copied into the index (besides the table and index keys). Kept small: every
+#: byte here is paid again on each index write.
+INDEX_PROJECTION = (TASK_NAME, WORKER)
+TTL_ATTRIBUTE = EXPIRES_AT
+
+KEY_SCHEMA = [{"AttributeName": TASK_ID, "KeyType": "HASH"}]
+INDEX_KEY_SCHEMA = [
+    {"AttributeName": STATUS_SHARD, "KeyType": "HASH"},
+    {"AttributeName": UPDATED_AT, "KeyType": "RANGE"},
+]
+ATTRIBUTE_DEFINITIONS = [
+    {"AttributeName": TASK_ID, "AttributeType": "S"},
+    {"AttributeName": STATUS_SHARD, "AttributeType": "S"},
+    {"AttributeName": UPDATED_AT, "AttributeType": "S"},
+]
+
+
+def shard_of(task_id: str, shards: int) -> int:
+    """Stable shard number of a task id (crc32, so every process agrees)."""
+    return zlib.crc32(task_id.encode("utf-8")) % shards
+
+
+def status_shard(status: str, task_id: str, shards: int) -> str:
+    """The index partition key of a task in a status."""
+    return f"{status}#{shard_of(task_id, shards)}"
+
+
+def create_table_request(table: str) -> dict[str, Any]:
+    """Arguments of DynamoDB CreateTable: on-demand, status index, encryption at rest."""
+    return {
+        "TableName": table,
+        "KeySchema": KEY_SCHEMA,
+        "AttributeDefinitions": ATTRIBUTE_DEFINITIONS,
+        "BillingMode": "PAY_PER_REQUEST",
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": STATUS_INDEX,
+                "KeySchema": INDEX_KEY_SCHEMA,
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(INDEX_PROJECTION)},
+            }
+        ],
+        "SSESpecification": {"Enabled": True},
+    }

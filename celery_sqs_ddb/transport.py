@@ -1,0 +1,466 @@
+"""kombu SQS transport with FIFO parallelism, idempotent publish, batched calls, a
+visibility heartbeat, an S3 claim-check and dead-lettering of poison messages.
+
+Select it with ``broker_transport = "celery_sqs_ddb.transport:Transport"`` (set by
+:func:`celery_sqs_ddb.broker_settings`). Differences from kombu's SQS transport:
+
+- FIFO queues: ``MessageGroupId`` is the task id (tasks run in parallel) unless the caller
+  passes ``message_group_id=...`` to ``apply_async`` (per-key ordering);
+  ``MessageDeduplicationId`` is ``<task id>-<retries>``, so a retried publish is one task.
+- Acks are deleted with DeleteMessageBatch (up to 10 a call), flushed after
+  ``ack_flush_interval`` seconds, at 10 pending, and on close.
+- While a message is held (received, not acked), its visibility is extended with
+  ChangeMessageVisibilityBatch every half ``visibility_timeout``, up to SQS's 12 h cap.
+- Bodies over ``payload_s3_threshold`` go to S3 (``s3_bucket``); the message carries a
+  pointer, the worker fetches it and deletes the object after the ack.
+- Bodies that are not kombu messages and claim-checks whose object is gone are moved to
+  the queue's dead-letter queue with the reason in the ``sqs_ddb_reason`` attribute.
+- Each delivery carries ``sqs_receive_count`` in its headers and sets
+  ``delivery_info['redelivered']`` when SQS delivered it before.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from kombu.transport import SQS, virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+from kombu.utils.objects import cached_property
+
+from celery.utils.log import get_logger
+
+from .config import TransportOptions
+from .exceptions import ClaimCheckMissing, PayloadTooLarge
+from .payloads import PayloadStore
+
+logger = get_logger(__name__)
+
+CLAIM_CHECK_KEY = "sqs_ddb_claim_check"
+REASON_ATTRIBUTE = "sqs_ddb_reason"
+SOURCE_ATTRIBUTE = "sqs_ddb_source_queue"
+RECEIVE_COUNT_HEADER = "sqs_receive_count"
+MAX_VISIBILITY_SECONDS = 12 * 3600
+BATCH = 10
+
+
+class Housekeeper(threading.Thread):
+    """Background thread of a channel: batched deletes and the visibility heartbeat.
+
+    A thread rather than the event loop, so a blocked loop (solo pool, slow callbacks) can
+    neither delay acks nor let a long task's message time out.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__(name="sqs-ddb-housekeeper", daemon=True)
+        self.channel = channel
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.pending: dict[tuple[str, str], list[tuple[str, str | None]]] = defaultdict(list)
+        self.inflight: dict[str, list[Any]] = {}  # receipt -> [queue, url, received, extended, warned]
+
+    # called from the consumer thread
+
+    def track(self, queue: str, url: str, receipt: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.inflight[receipt] = [queue, url, now, now, False]
+
+    def forget(self, receipt: str) -> None:
+        with self.lock:
+            self.inflight.pop(receipt, None)
+
+    def ack(self, queue: str, url: str, receipt: str, pointer: str | None) -> None:
+        with self.lock:
+            self.inflight.pop(receipt, None)
+            entries = self.pending[(queue, url)]
+            entries.append((receipt, pointer))
+            full = len(entries) >= BATCH
+        if full or not self.channel.options.ack_flush_interval:
+            self.wake.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=30)
+        self.flush_acks()
+
+    # the thread
+
+    @property
+    def tick(self) -> float:
+        heartbeat = max(0.5, self.channel.visibility_timeout / 4)
+        return min(heartbeat, self.channel.options.ack_flush_interval or heartbeat)
+
+    def run(self) -> None:
+        while not self.stopping:
+            self.wake.wait(self.tick)
+            self.wake.clear()
+            try:
+                self.flush_acks()
+                if self.channel.options.heartbeat:
+                    self.extend_due()
+            except Exception:  # the thread must outlive any single AWS error; it is logged
+                logger.exception("sqs-ddb housekeeping failed; retrying on the next tick")
+
+    def flush_acks(self) -> None:
+        with self.lock:
+            batches = {key: entries for key, entries in self.pending.items() if entries}
+            self.pending = defaultdict(list)
+        for (queue, url), entries in batches.items():
+            for start in range(0, len(entries), BATCH):
+                self.channel.delete_batch(queue, url, entries[start:start + BATCH])
+
+    def extend_due(self) -> None:
+        vt = self.channel.visibility_timeout
+        now = time.monotonic()
+        due: dict[tuple[str, str], list[str]] = defaultdict(list)
+        with self.lock:
+            for receipt, (queue, url, received, extended, warned) in self.inflight.items():
+                if now - extended < vt / 2:
+                    continue
+                if now - received + vt > MAX_VISIBILITY_SECONDS - 60:
+                    if not warned:
+                        self.inflight[receipt][4] = True
+                        logger.warning(
+                            "Message on %s has been held for %.0f s; SQS caps visibility at 12 h, so it "
+                            "will become visible again and may run twice (the claim write skips it if "
+                            "the first run finished)", url, now - received)
+                    continue
+                due[(queue, url)].append(receipt)
+        for (queue, url), receipts in due.items():
+            for start in range(0, len(receipts), BATCH):
+                chunk = receipts[start:start + BATCH]
+                gone = self.channel.change_visibility_batch(queue, url, chunk, vt)
+                with self.lock:
+                    for receipt in chunk:
+                        entry = self.inflight.get(receipt)
+                        if entry is None:
+                            continue
+                        if receipt in gone:
+                            self.inflight.pop(receipt, None)
+                        else:
+                            entry[3] = now
+
+
+class Channel(SQS.Channel):
+    """SQS channel; see the module docstring for what changes."""
+
+    default_wait_time_seconds = 20
+    default_visibility_timeout = 60
+    _housekeeper: Housekeeper | None = None
+
+    @cached_property
+    def options(self) -> TransportOptions:
+        return TransportOptions.from_options(self.transport_options)
+
+    @cached_property
+    def payloads(self) -> PayloadStore | None:
+        opts = self.options
+        if not opts.s3_bucket:
+            return None
+        return PayloadStore(opts.s3_bucket, opts.s3_prefix + "messages/", self.region, self.endpoint_url)
+
+    @property
+    def housekeeper(self) -> Housekeeper:
+        if self._housekeeper is None:
+            self._housekeeper = Housekeeper(self)
+            self._housekeeper.start()
+        return self._housekeeper
+
+    # ------------------------------------------------------------- publish
+
+    @cached_property
+    def endpoint_url(self) -> str | None:
+        return self.transport_options.get("endpoint_url") or super().endpoint_url
+
+    def _client_for(self, queue_name: str | None) -> Any:
+        if self.predefined_queues and queue_name:
+            return self.sqs(queue=self.canonical_queue_name(queue_name))
+        return self.sqs()
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        client = self._client_for(queue)
+        props = message.setdefault("properties", {})
+        if message.get("redelivered"):
+            # virtual.QoS restore of a rejected message: make it visible again soon.
+            client.change_message_visibility(QueueUrl=self._new_queue(queue), ReceiptHandle=props["delivery_tag"],
+                                             VisibilityTimeout=self.wait_time_seconds)
+            return
+        client.send_message(**self.send_params(queue, message))
+
+    def send_params(self, queue: str, message: dict[str, Any]) -> dict[str, Any]:
+        """SendMessage arguments: FIFO group and dedup ids, delay, body or S3 claim-check."""
+        q_url = self._new_queue(queue)
+        props = message.setdefault("properties", {})
+        params: dict[str, Any] = {"QueueUrl": q_url}
+        if "message_attributes" in props:
+            params["MessageAttributes"] = props.pop("message_attributes")
+        headers = message.get("headers") or {}
+        task_id = headers.get("id") or props.get("correlation_id")
+        group = props.pop("message_group_id", None) or props.get("MessageGroupId")
+        if queue.endswith(".fifo"):
+            params["MessageGroupId"] = str(group or task_id or "default")[:128]
+            dedup = props.get("MessageDeduplicationId")
+            if not dedup:
+                dedup = f"{task_id}-{headers.get('retries') or 0}" if task_id else uuid.uuid4().hex
+            params["MessageDeduplicationId"] = str(dedup)[:128]
+        else:
+            if group:
+                params["MessageGroupId"] = str(group)[:128]
+            delay = self._resolve_delay_seconds(props)
+            if delay is not None:
+                params["DelaySeconds"] = delay
+        body = dumps(message)
+        if self.sqs_base64_encoding:
+            body = SQS.AsyncMessage().encode(body)
+        params["MessageBody"] = self._maybe_claim_check(body, q_url, task_id)
+        return params
+
+    def basic_publish(self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any) -> Any:
+        if exchange and exchange.endswith(".pidbox") and not self.supports_fanout:
+            return self._revoke_from_broadcast(message)
+        return super().basic_publish(message, exchange, routing_key, **kwargs)
+
+    def _revoke_from_broadcast(self, message: dict[str, Any]) -> None:
+        """Without SNS fanout, a broadcast reaches no worker; a ``revoke`` is written to the
+        result backend instead (REVOKED), which every worker's claim honours."""
+        try:
+            props = message.get("properties") or {}
+            body = loads(bytes_to_str(self.decode_body(message["body"], props.get("body_encoding"))))
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not isinstance(body, dict) or body.get("method") != "revoke":
+            logger.debug("Remote control %r is not delivered: SQS has no broadcast without remote control",
+                         body.get("method") if isinstance(body, dict) else body)
+            return None
+        task_ids = (body.get("arguments") or {}).get("task_id")
+        from celery import current_app
+
+        from .backend import DynamoDBBackend
+
+        backend = current_app.backend
+        if isinstance(backend, DynamoDBBackend) and task_ids:
+            backend.revoke(task_ids)
+        else:
+            logger.warning("revoke(%r) has no effect: it needs result_backend = 'ddb://TABLE'", task_ids)
+        return None
+
+    def _maybe_claim_check(self, body: str, q_url: str, task_id: str | None) -> str:
+        size = len(body.encode("utf-8"))
+        threshold = self.options.payload_s3_threshold
+        if size <= threshold:
+            return body
+        if self.payloads is None:
+            raise PayloadTooLarge(
+                f"task message for {q_url} is {size} bytes, over the limit of {threshold} bytes "
+                "(broker_transport_options['payload_s3_threshold']; SQS takes at most 1 MiB); set "
+                "sqs_ddb_s3_bucket (broker_settings(..., s3_bucket=...)) to send large arguments through S3"
+            )
+        pointer = self.payloads.put(f"{task_id or uuid.uuid4().hex}-{uuid.uuid4().hex[:8]}", body.encode("utf-8"),
+                                    "application/json")
+        return dumps({CLAIM_CHECK_KEY: pointer})
+
+    # ------------------------------------------------------------- receive
+
+    def _message_to_python(self, message: dict[str, Any], queue_name: str, q_url: str) -> Any:
+        text = bytes_to_str(self._decode_python_message_body(message["Body"]))
+        payload = self._prepare_json_payload(text)
+        pointer = None
+        if CLAIM_CHECK_KEY in payload:
+            pointer = payload[CLAIM_CHECK_KEY]
+            try:
+                if self.payloads is None:
+                    raise ClaimCheckMissing(
+                        f"message points to {pointer} but no s3_bucket is configured for this worker")
+                text = bytes_to_str(self.payloads.get(pointer))
+            except ClaimCheckMissing as exc:
+                self.dead_letter(message, q_url, queue_name, f"claim-check failed: {exc}")
+                return None
+            payload = self._prepare_json_payload(text)
+        if not isinstance(payload.get("properties"), dict) or "body" not in payload:
+            self.dead_letter(message, q_url, queue_name,
+                             "body is not a kombu/Celery message (invalid JSON or no properties/body)")
+            return None
+        if queue_name in self._noack_queues:
+            self._delete_message(queue_name, message)
+            return payload
+        payload = self._envelope_payload(payload, text, message, q_url)
+        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+        headers = payload.get("headers")
+        if isinstance(headers, dict):
+            headers[RECEIVE_COUNT_HEADER] = count
+        delivery_info = payload["properties"]["delivery_info"]
+        delivery_info["redelivered"] = count > 1
+        delivery_info["sqs_claim_check"] = pointer
+        delivery_info["sqs_queue_name"] = queue_name
+        self.housekeeper.track(queue_name, q_url, message["ReceiptHandle"])
+        return payload
+
+    def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> list[Any]:
+        q_url = self._new_queue(queue)
+        out = (self._message_to_python(m, queue, q_url) for m in messages)
+        return [p for p in out if p is not None]
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> int:
+        msgs = messages.get("Messages")
+        if not msgs:
+            return 0
+        callback = self.connection._callbacks.get(qname)
+        if callback is None:
+            self._release_messages(queue, qname, msgs)
+            return 0
+        for msg in msgs:
+            parsed = self._message_to_python(msg, qname, queue)
+            if parsed is not None:
+                callback(parsed)
+        return len(msgs)
+
+    # ------------------------------------------------------------- ack / reject
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            receipt = info["sqs_message"]["ReceiptHandle"]
+            url = info["sqs_queue"]
+        except KeyError:
+            return virtual.Channel.basic_ack(self, delivery_tag, multiple)
+        queue = info.get("sqs_queue_name") or self.canonical_queue_name(info.get("routing_key") or "")
+        self.housekeeper.ack(queue, url, receipt, info.get("sqs_claim_check"))
+        virtual.Channel.basic_ack(self, delivery_tag, multiple)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            receipt = self.qos.get(delivery_tag).delivery_info["sqs_message"]["ReceiptHandle"]
+        except KeyError:
+            receipt = None
+        if receipt and self._housekeeper is not None:
+            self._housekeeper.forget(receipt)
+        super().basic_reject(delivery_tag, requeue=requeue)
+
+    def delete_batch(self, queue: str, url: str, entries: list[tuple[str, str | None]]) -> None:
+        """DeleteMessageBatch for up to 10 receipts; then delete their claim-check objects."""
+        request = [{"Id": str(i), "ReceiptHandle": receipt} for i, (receipt, _) in enumerate(entries)]
+        try:
+            response = self._client_for(queue).delete_message_batch(
+                QueueUrl=url, Entries=request)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            logger.warning("DeleteMessageBatch on %s failed (%s); %d message(s) will be redelivered and "
+                           "skipped by the claim write", url, exc, len(entries))
+            return
+        for failure in response.get("Failed", []):
+            logger.warning("DeleteMessageBatch on %s: entry failed: %s %s", url,
+                           failure.get("Code"), failure.get("Message"))
+        failed = {int(f["Id"]) for f in response.get("Failed", [])}
+        for i, (_, pointer) in enumerate(entries):
+            if pointer and i not in failed and self.payloads is not None:
+                try:
+                    self.payloads.delete(pointer)
+                except (ClientError, BotoCoreError) as exc:
+                    logger.warning("Could not delete claim-check object %s: %s", pointer, exc)
+
+    def change_visibility_batch(self, queue: str, url: str, receipts: list[str], timeout: int) -> set[str]:
+        """ChangeMessageVisibilityBatch; returns receipts SQS no longer knows (already deleted)."""
+        entries = [{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": timeout} for i, r in enumerate(receipts)]
+        try:
+            response = self._client_for(queue).change_message_visibility_batch(
+                QueueUrl=url, Entries=entries)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            logger.warning("ChangeMessageVisibilityBatch on %s failed: %s", url, exc)
+            return set()
+        gone = set()
+        for failure in response.get("Failed", []):
+            receipt = receipts[int(failure["Id"])]
+            if failure.get("Code") in ("ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"):
+                gone.add(receipt)
+            else:
+                logger.warning("ChangeMessageVisibility on %s failed: %s", url, failure.get("Code"))
+        return gone
+
+    def release(self, delivery_tags: list[str]) -> int:
+        """Make held, un-started messages visible again at once (visibility 0)."""
+        by_queue: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for tag in delivery_tags:
+            try:
+                info = self.qos.get(tag).delivery_info
+            except KeyError:
+                continue
+            receipt = info["sqs_message"]["ReceiptHandle"]
+            if self._housekeeper is not None:
+                self._housekeeper.forget(receipt)
+            by_queue[(info.get("sqs_queue_name") or "", info["sqs_queue"])].append(receipt)
+        released = 0
+        for (queue, url), receipts in by_queue.items():
+            for start in range(0, len(receipts), BATCH):
+                chunk = receipts[start:start + BATCH]
+                self.change_visibility_batch(queue or "", url, chunk, 0)
+                released += len(chunk)
+        return released
+
+    # ------------------------------------------------------------- dead letters
+
+    def dead_letter_url(self, queue_name: str) -> str | None:
+        entry = self.predefined_queues.get(queue_name) or {}
+        return entry.get("dead_letter_url")
+
+    def dead_letter(self, message: dict[str, Any], url: str, queue_name: str, reason: str) -> None:
+        """Move one raw SQS message to the queue's DLQ with ``reason``, then delete it."""
+        dlq = self.dead_letter_url(queue_name)
+        client = self._client_for(queue_name)
+        if dlq is None:
+            logger.error("Poison message %s on %s: %s. No dead-letter queue is configured "
+                         "(broker_settings(..., dead_letter_queue=...)), so it is deleted",
+                         message.get("MessageId"), url, reason)
+        else:
+            params: dict[str, Any] = {
+                "QueueUrl": dlq,
+                "MessageBody": message["Body"],
+                "MessageAttributes": {
+                    REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
+                    SOURCE_ATTRIBUTE: {"DataType": "String", "StringValue": url},
+                },
+            }
+            if dlq.endswith(".fifo"):
+                params["MessageGroupId"] = "dead-letter"
+                params["MessageDeduplicationId"] = str(message.get("MessageId") or uuid.uuid4().hex)
+            try:
+                client.send_message(**params)
+            except (ClientError, BotoCoreError) as exc:
+                logger.error("Could not move poison message %s to %s (%s); it stays on %s until SQS's "
+                             "redrive policy moves it", message.get("MessageId"), dlq, exc, url)
+                return
+            logger.error("Moved poison message %s from %s to dead-letter queue %s: %s",
+                         message.get("MessageId"), url, dlq, reason)
+        self.delete_batch(queue_name, url, [(message["ReceiptHandle"], None)])
+
+    def dead_letter_delivery(self, delivery_tag: str, reason: str) -> bool:
+        """Dead-letter a message Celery already received (unknown task, invalid message)."""
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            sqs_message, url = info["sqs_message"], info["sqs_queue"]
+        except KeyError:
+            return False
+        if self._housekeeper is not None:
+            self._housekeeper.forget(sqs_message["ReceiptHandle"])
+        self.dead_letter(sqs_message, url, info.get("sqs_queue_name") or "", reason)
+        virtual.Channel.basic_ack(self, delivery_tag)
+        return True
+
+    def close(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.stop()
+        super().close()
+
+
+class Transport(SQS.Transport):
+    """SQS transport of celery_sqs_ddb (``broker_transport = "celery_sqs_ddb.transport:Transport"``)."""
+
+    Channel = Channel
+    driver_name = "sqs-ddb"
