@@ -132,9 +132,8 @@ class DynamoDBBackend(BaseBackend):
                 values: dict[str, Any] | None = None, removes: Iterable[str] = (),
                 names: dict[str, str] | None = None) -> dict[str, Any] | None:
         """One conditional UpdateItem. Returns None on success; the current item if refused."""
-        names = dict(names or {})
-        if condition and "#status" in condition:
-            names["#status"] = schema.STATUS
+        names = {"#status": schema.STATUS, **(names or {})}
+        names = {k: v for k, v in names.items() if condition and k in condition}
         expr_values: dict[str, Any] = {}
         assignments = []
         for i, (attr, value) in enumerate(sets.items()):
@@ -549,6 +548,8 @@ class DynamoDBBackend(BaseBackend):
         elif upper:
             condition += " AND #t <= :hi"
             values[":hi"] = {"S": upper}
+        if "#t" not in condition:
+            del names["#t"]
         out: list[dict[str, Any]] = []
         params: dict[str, Any] = {
             "TableName": self.table_name, "IndexName": schema.STATUS_INDEX,

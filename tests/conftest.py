@@ -1,0 +1,267 @@
+"""Shared fixtures: clean AWS environment, in-process moto for unit tests, one moto server
+subprocess (behind a counting proxy) for integration tests, and real celery workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import boto3
+import pytest
+
+from celery_sqs_ddb import schema
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "eu-west-1"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real AWS credentials or ECS variables leak into tests (as httpx's clean_environ)."""
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "ECS_", "SQS_DDB_")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until truthy, with a monotonic deadline; fail with ``message``."""
+    deadline = time.monotonic() + timeout
+    pause = interval
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
+
+
+# --------------------------------------------------------------------------- moto server
+
+
+class MotoServer:
+    """``python -m moto.server`` on a free loopback port, with a counting proxy in front."""
+
+    def __init__(self) -> None:
+        from tests.fakes.aws_proxy import Proxy
+
+        self.port = free_port()
+        self.log = open(ARTIFACTS / "moto_server.log", "w")  # noqa: SIM115
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+        self.direct_url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited: {(ARTIFACTS / 'moto_server.log').read_text()}")
+            try:
+                urllib.request.urlopen(f"{self.direct_url}/moto-api/", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start within 30 s") from None
+                time.sleep(0.1)
+        self.proxy = Proxy(self.port)
+        self.proxy.start()
+        self.url = f"http://127.0.0.1:{self.proxy.port}"
+
+    def counts(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.url}/__counts") as response:
+            return json.loads(response.read())["counts"]
+
+    def reset_counts(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/__reset", method="POST")).read()
+
+    def faults(self, rate: float, seed: int = 0) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/__faults?rate={rate}&seed={seed}",
+                                                      method="POST")).read()
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+class Stack:
+    """One table, one queue (+ DLQ) and one bucket, with unique names, on the moto server."""
+
+    def __init__(self, server: MotoServer, fifo: bool = False, visibility_timeout: int = 30,
+                 bucket: bool = True, max_receive_count: int = 4) -> None:
+        self.server = server
+        self.endpoint = server.url
+        suffix = uuid.uuid4().hex[:8]
+        self.table = f"results-{suffix}"
+        ext = ".fifo" if fifo else ""
+        self.queue = f"q-{suffix}{ext}"
+        self.dlq = f"dlq-{suffix}{ext}"
+        self.bucket = f"payloads-{suffix}" if bucket else None
+        self.visibility_timeout = visibility_timeout
+        self.ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=server.direct_url)
+        self.sqs = boto3.client("sqs", region_name=REGION, endpoint_url=server.direct_url)
+        self.s3 = boto3.client("s3", region_name=REGION, endpoint_url=server.direct_url)
+        self.ddb.create_table(**schema.create_table_request(self.table))
+        self.ddb.update_time_to_live(TableName=self.table, TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE})
+        base = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
+        self.dlq_url = self.sqs.create_queue(QueueName=self.dlq, Attributes=base)["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        self.queue_url = self.sqs.create_queue(QueueName=self.queue, Attributes=dict(
+            base, VisibilityTimeout=str(visibility_timeout),
+            RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        ))["QueueUrl"]
+        if self.bucket:
+            self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+    def env(self, **extra: Any) -> dict[str, str]:
+        env = {
+            "TEST_ENDPOINT": self.endpoint,
+            "TEST_TABLE": self.table,
+            "TEST_QUEUE": self.queue,
+            "TEST_QUEUE_URL": self.queue_url.replace(self.server.direct_url, self.endpoint),
+            "TEST_DLQ_URL": self.dlq_url.replace(self.server.direct_url, self.endpoint),
+            "TEST_VT": str(self.visibility_timeout),
+        }
+        if self.bucket:
+            env["TEST_BUCKET"] = self.bucket
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def item(self, task_id: str) -> dict[str, Any] | None:
+        from celery_sqs_ddb.backend import _item_to_python
+
+        found = self.ddb.get_item(TableName=self.table, Key={"task_id": {"S": task_id}}, ConsistentRead=True)
+        return _item_to_python(found["Item"]) if "Item" in found else None
+
+    def dlq_messages(self, wait: float = 1) -> list[dict[str, Any]]:
+        return self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=int(wait),
+                                        MessageAttributeNames=["All"]).get("Messages", [])
+
+
+@pytest.fixture
+def stack_factory(moto_server: MotoServer) -> Callable[..., Stack]:
+    def make(**kwargs: Any) -> Stack:
+        return Stack(moto_server, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    return stack_factory()
+
+
+# --------------------------------------------------------------------------- workers
+
+
+class Worker:
+    """A real ``celery -A tests.apps.basic worker`` subprocess with its own log file."""
+
+    def __init__(self, env: dict[str, str], name: str, concurrency: int = 2, extra_args: tuple[str, ...] = (),
+                 app: str = "tests.apps.basic") -> None:
+        self.name = name
+        self.log_path = ARTIFACTS / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info", "-c", str(concurrency),
+             "-n", f"{name}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle", *extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(ROOT),
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = 60) -> Worker:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited {self.process.returncode}:\n{self.output()}")
+            return " ready." in self.output()
+
+        wait_until(ready, timeout, f"worker {self.name} ready:\n{self.output()[-3000:]}")
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig) if sig == signal.SIGKILL else self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(env: dict[str, str], name: str | None = None, **kwargs: Any) -> Worker:
+        worker = Worker(env, name or f"w{len(started) + 1}", **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+        try:
+            os.killpg(worker.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def client_app(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The test app, configured for ``stack``, in this (client) process."""
+    return make_client_app(stack, monkeypatch)
+
+
+def make_client_app(stack: Stack, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> Any:
+    for key, value in stack.env(**extra).items():
+        monkeypatch.setenv(key, value)
+    from tests.apps.basic import make_app
+
+    return make_app()

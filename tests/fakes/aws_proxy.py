@@ -1,0 +1,133 @@
+"""A counting (and optionally fault-injecting) reverse proxy in front of moto server.
+
+Counts AWS calls by service and action: JSON-protocol calls by their X-Amz-Target header
+(``DynamoDB_20120810.GetItem``, ``AmazonSQS.SendMessage``), query-protocol calls by the
+``Action`` parameter, and S3 calls by HTTP method. ``GET /__counts`` returns the counts,
+``POST /__reset`` clears them, ``POST /__faults?rate=0.1&seed=1&codes=throttle,500`` turns
+on seeded fault injection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import urllib.parse
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+THROTTLE_BODY = {
+    "dynamodb": (400, "application/x-amz-json-1.0",
+                 '{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}'),
+    "sqs": (400, "application/x-amz-json-1.0",
+            '{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}'),
+}
+
+
+class Proxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.fault_rate = 0.0
+        self.faults_injected = 0
+        self.random = random.Random(0)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _control(self) -> bool:
+                parsed = urllib.parse.urlparse(self.path)
+                if parsed.path == "/__counts":
+                    with proxy.lock:
+                        body = json.dumps({"counts": dict(proxy.counts), "faults": proxy.faults_injected}).encode()
+                    self._reply(200, "application/json", body)
+                    return True
+                if parsed.path == "/__reset":
+                    with proxy.lock:
+                        proxy.counts.clear()
+                        proxy.faults_injected = 0
+                    self._reply(200, "application/json", b"{}")
+                    return True
+                if parsed.path == "/__faults":
+                    query = urllib.parse.parse_qs(parsed.query)
+                    with proxy.lock:
+                        proxy.fault_rate = float(query.get("rate", ["0"])[0])
+                        proxy.random = random.Random(int(query.get("seed", ["0"])[0]))
+                    self._reply(200, "application/json", b"{}")
+                    return True
+                return False
+
+            def _reply(self, status: int, ctype: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _forward(self) -> None:
+                if self._control():
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                key, service = proxy.classify(self.command, self.path, self.headers, body)
+                with proxy.lock:
+                    proxy.counts[key] += 1
+                    inject = service in THROTTLE_BODY and proxy.fault_rate and proxy.random.random() < proxy.fault_rate
+                    if inject:
+                        proxy.faults_injected += 1
+                        which = proxy.random.random()
+                if inject:
+                    if which < 0.5:
+                        status, ctype, text = THROTTLE_BODY[service]
+                        self._reply(status, ctype, text.encode())
+                    else:
+                        self._reply(500, "application/x-amz-json-1.0",
+                                    b'{"__type":"InternalFailure","message":"injected 500"}')
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def classify(method: str, path: str, headers: object, body: bytes) -> tuple[str, str]:
+        target = headers.get("X-Amz-Target")  # type: ignore[attr-defined]
+        if target:
+            prefix, _, action = target.partition(".")
+            service = "dynamodb" if prefix.startswith("DynamoDB") else "sqs" if "SQS" in prefix else prefix.lower()
+            return f"{service}:{action}", service
+        if body and b"Action=" in body:
+            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+            return f"sqs:{action}", "sqs"
+        auth = headers.get("Authorization", "")  # type: ignore[attr-defined]
+        service = "s3" if "/s3/" in auth else "sts" if "/sts/" in auth else "other"
+        return f"{service}:{method}", service
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
