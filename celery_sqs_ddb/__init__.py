@@ -10,8 +10,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import worker as _worker  # noqa: E402,F401  (connects the worker_init hook)
 from .api import broker_settings, configure, jobs, revoke  # noqa: E402
 from .submit import submit_many  # noqa: E402
-from . import worker as _worker  # noqa: E402,F401  (connects the worker_init hook)
 
 __all__ = ["__version__", "broker_settings", "configure", "jobs", "revoke", "submit_many"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -66,7 +67,7 @@ def client(service: str, region: str | None, endpoint_url: str | None = None,
     found = cache.get(key)
     if found is None:
         config = Config(
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             connect_timeout=5,
             read_timeout=read_timeout,
             max_pool_connections=32,

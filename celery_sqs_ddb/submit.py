@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from celery.canvas import Signature
 from celery.result import AsyncResult, GroupResult
@@ -55,13 +56,13 @@ def submit_many(task: Any, items: Iterable[Any], *, queue: str | None = None, pr
             chunk = [_signature(task, item) for item in items[start:start + 100]]
             ids = [str(uuid.uuid4()) for _ in chunk]
             if track_queued and isinstance(backend, DynamoDBBackend):
-                backend.queue_rows((tid, sig.task, queue) for tid, sig in zip(ids, chunk))
+                backend.queue_rows((tid, sig.task, queue) for tid, sig in zip(ids, chunk, strict=False))
             if not batched:
-                for tid, sig in zip(ids, chunk):
+                for tid, sig in zip(ids, chunk, strict=False):
                     sig.apply_async(task_id=tid, queue=queue, group_id=group_id)
             else:
                 messages = [_message(app, channel, sig, tid, group_id, i + start, queue, message_group_id)
-                            for i, (tid, sig) in enumerate(zip(ids, chunk))]
+                            for i, (tid, sig) in enumerate(zip(ids, chunk, strict=False))]
                 _send(channel, queue, messages)
             results.extend(app.AsyncResult(tid) for tid in ids)
             bar.update(len(chunk))

@@ -28,12 +28,11 @@ from collections import defaultdict
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from celery.utils.log import get_logger
 from kombu.transport import SQS, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
-
-from celery.utils.log import get_logger
 
 from .config import TransportOptions
 from .exceptions import ClaimCheckMissing, PayloadTooLarge

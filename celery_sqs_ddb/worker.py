@@ -8,7 +8,8 @@ explicitly with :func:`celery_sqs_ddb.configure`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from celery import bootsteps, signals
 from celery.exceptions import NotRegistered

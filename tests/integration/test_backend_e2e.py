@@ -178,7 +178,7 @@ def test_missing_table_is_a_clear_error(stack, monkeypatch):
     app = make_client_app(stack, monkeypatch, TEST_TABLE="no-such-table")
     with pytest.raises(TableNotFound, match=r"DynamoDB table 'no-such-table' \(sqs_ddb_table, region eu-west-1\) "
                                             r"does not exist; run \"celery -A app sqs-ddb create-table\""):
-        app.AsyncResult("some-id").state
+        app.AsyncResult("some-id").state  # noqa: B018
 
 
 def test_group_of_100_reads_through_batch_get(running, moto_server):

@@ -1,0 +1,342 @@
+"""DynamoDBBackend against in-process moto: typed items, conditional writes, reads, listing."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from celery import Celery
+from celery.exceptions import TimeoutError
+from moto import mock_aws
+
+from celery_sqs_ddb import schema, states
+from celery_sqs_ddb.backend import DynamoDBBackend
+from celery_sqs_ddb.exceptions import AccessDenied, ResultTooLarge, StateConflict, TableNotFound
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        yield
+
+
+def make_app(table="jobs", **conf):
+    app = Celery("unit", set_as_current=False)
+    app.conf.result_backend = f"ddb://{table}?region={REGION}"
+    app.conf.result_extended = True
+    app.conf.update(conf)
+    return app
+
+
+@pytest.fixture
+def backend(aws):
+    boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("jobs"))
+    return make_app().backend
+
+
+class Request:
+    """The attributes of a task request the backend reads."""
+
+    def __init__(self, task_id="t", retries=0, group=None, chord=None):
+        self.id = task_id
+        self.task = "tests.add"
+        self.hostname = "celery@host"
+        self.retries = retries
+        self.args, self.kwargs = (1, 2), {}
+        self.argsrepr, self.kwargsrepr = "(1, 2)", "{}"
+        self.delivery_info = {"routing_key": "celery"}
+        self.group = group
+        self.parent_id = None
+        self.children = []
+        self.chord = chord
+
+
+def raw_item(task_id):
+    found = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName="jobs", Key={"task_id": {"S": task_id}}, ConsistentRead=True)
+    return found.get("Item")
+
+
+def test_entry_point_and_typed_item(backend):
+    assert isinstance(backend, DynamoDBBackend)
+    backend.store_result("abc", 42, states.SUCCESS, request=Request("abc"))
+    item = raw_item("abc")
+    assert item["task_id"] == {"S": "abc"}  # plain string, not "b'celery-task-meta-abc'"
+    assert item["status"] == {"S": "SUCCESS"}
+    assert item["status_shard"] == {"S": f"SUCCESS#{schema.shard_of('abc', 4)}"}
+    assert item["task_name"] == {"S": "tests.add"} and item["worker"] == {"S": "celery@host"}
+    assert item["args"] == {"S": "(1, 2)"} and item["queue"] == {"S": "celery"}
+    meta = backend.get_task_meta("abc")
+    assert meta["status"] == "SUCCESS" and meta["result"] == 42 and meta["name"] == "tests.add"
+
+
+def test_missing_task_is_pending(backend):
+    assert backend.get_task_meta("nope") == {"status": "PENDING", "result": None}
+
+
+def test_first_terminal_state_wins(backend):
+    backend.store_result("t", "first", states.SUCCESS, request=Request("t"))
+    backend.store_result("t", ValueError("late duplicate"), states.FAILURE, request=Request("t"))
+    backend.store_result("t", {"done": 1}, "PROGRESS")
+    backend.store_result("t", "second", states.SUCCESS, request=Request("t"))
+    meta = backend.get_task_meta("t", cache=False)
+    assert (meta["status"], meta["result"]) == ("SUCCESS", "first")
+
+
+def put_state(task_id, state, claim=(0, 1)):
+    item = {"task_id": {"S": task_id}}
+    if state:
+        item["status"] = {"S": state}
+    if state and claim:
+        item["claim_retries"] = {"N": str(claim[0])}
+        item["claim_receives"] = {"N": str(claim[1])}
+    boto3.client("dynamodb", region_name=REGION).put_item(TableName="jobs", Item=item)
+
+
+ALL = [None, "QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+
+
+@pytest.mark.parametrize(("current", "new"), list(itertools.product(ALL, ["PROGRESS", "RETRY", "SUCCESS",
+                                                                          "FAILURE", "REVOKED"])))
+def test_conditional_writes_follow_states_allowed(backend, current, new):
+    task_id = f"{current}-{new}"
+    if current:
+        put_state(task_id, current)
+    value = ValueError("x") if new in ("FAILURE", "RETRY") else {"v": 1}
+    backend.store_result(task_id, value, new, request=Request(task_id, retries=0))
+    item = raw_item(task_id) or {}
+    written = "result" in item  # put_state() stores no result; only an accepted write does
+    assert written is states.allowed(current, new), (current, new, item.get("status"))
+    if written:
+        assert item["status"]["S"] == new
+
+
+@pytest.mark.parametrize(
+    ("current", "claim", "attempt", "ok"),
+    [
+        (None, None, (0, 1), True),
+        ("QUEUED", None, (0, 1), True),
+        ("STARTED", (0, 1), (0, 1), False),   # same delivery of the same attempt: a duplicate
+        ("STARTED", (0, 1), (0, 2), True),    # redelivered after the holder's visibility ran out
+        ("PROGRESS", (0, 2), (0, 1), False),  # an older delivery
+        ("RETRY", (0, 1), (0, 3), False),     # the old attempt's message again
+        ("RETRY", (0, 1), (1, 1), True),      # the retry's own message
+        ("STARTED", (1, 1), (0, 5), False),   # an attempt before the retry
+        ("SUCCESS", (0, 1), (0, 2), False),
+        ("FAILURE", (0, 1), (1, 1), False),
+        ("REVOKED", (0, 1), (0, 1), False),
+    ],
+)
+def test_claim(backend, current, claim, attempt, ok):
+    if current:
+        put_state("c", current, claim)
+    if ok:
+        backend.claim("c", task_name="tests.add", worker="w@h", queue="q", retries=attempt[0],
+                      receive_count=attempt[1])
+        item = raw_item("c")
+        assert item["status"]["S"] == "STARTED" and item["worker"]["S"] == "w@h"
+        assert item["status_shard"]["S"].startswith("STARTED#")
+    else:
+        with pytest.raises(StateConflict) as info:
+            backend.claim("c", task_name="tests.add", worker="w@h", queue="q", retries=attempt[0],
+                          receive_count=attempt[1])
+        assert info.value.item["status"] == current  # ALL_OLD: the current item, no extra read
+
+
+def test_revoke_creates_or_updates_and_never_overrides_terminal(backend):
+    backend.store_result("done", 1, states.SUCCESS, request=Request("done"))
+    assert backend.revoke(["queued-later", "done"]) == 1
+    assert backend.get_task_meta("queued-later")["status"] == "REVOKED"
+    assert backend.get_task_meta("done", cache=False)["status"] == "SUCCESS"
+    with pytest.raises(StateConflict):
+        backend.claim("queued-later", task_name="x", worker="w", queue="q")
+
+
+def test_progress_does_not_touch_index_keys(backend):
+    backend.claim("p", task_name="tests.add", worker="w", queue="q")
+    before = raw_item("p")
+    backend.store_result("p", {"done": 3}, "PROGRESS")
+    after = raw_item("p")
+    assert after["status"] == {"S": "PROGRESS"}
+    for key in (schema.STATUS_SHARD, schema.UPDATED_AT, *schema.INDEX_PROJECTION):
+        assert after.get(key) == before.get(key), key
+    assert backend.get_task_meta("p")["result"] == {"done": 3}
+
+
+def test_retry_from_an_older_attempt_does_not_overwrite_the_newer_claim(backend):
+    backend.claim("r", task_name="t", worker="w", queue="q", retries=1)
+    backend.store_result("r", ValueError("old"), states.RETRY, request=Request("r", retries=0))
+    assert raw_item("r")["status"]["S"] == "STARTED"
+    backend.store_result("r", ValueError("new"), states.RETRY, request=Request("r", retries=1))
+    assert raw_item("r")["status"]["S"] == "RETRY"
+
+
+def test_ttl_from_result_expires_and_expired_reads_as_missing(aws):
+    boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("jobs"))
+    backend = make_app(result_expires=100).backend
+    backend.store_result("e", 1, states.SUCCESS, request=Request("e"))
+    assert abs(int(raw_item("e")["expires_at"]["N"]) - (time.time() + 100)) < 5
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName="jobs", Key={"task_id": {"S": "e"}}, UpdateExpression="SET expires_at = :p",
+        ExpressionAttributeValues={":p": {"N": str(int(time.time()) - 1)}})
+    assert backend.get_task_meta("e", cache=False)["status"] == "PENDING"
+    assert not backend.task_result_exists("e")
+
+
+def test_ttl_can_be_disabled(aws):
+    boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("jobs"))
+    backend = make_app(sqs_ddb_ttl=False).backend
+    backend.store_result("n", 1, states.SUCCESS, request=Request("n"))
+    assert "expires_at" not in raw_item("n")
+
+
+def test_batch_get_reads_100_keys_a_call(backend):
+    ids = [f"id-{i}" for i in range(250)]
+    backend.queue_rows((i, "tests.add", "q") for i in ids)
+    calls = []
+    backend.client.meta.events.register("before-call.dynamodb.BatchGetItem", lambda **kw: calls.append(1))
+    found = backend.batch_get(ids)
+    assert len(found) == 250 and len(calls) == 3
+
+
+def test_get_many_yields_ready_results_and_times_out_with_a_deadline(backend):
+    backend.store_result("a", 1, states.SUCCESS, request=Request("a"))
+    backend.queue_rows([("b", "tests.add", "q")])
+    got = {}
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        for task_id, meta in backend.get_many(["a", "b"], timeout=0.3):
+            got[task_id] = meta["result"]
+    assert got == {"a": 1}
+    assert time.monotonic() - start < 2
+
+
+def test_wait_for_polls_adaptively(backend, monkeypatch):
+    pauses = []
+    monkeypatch.setattr(time, "sleep", lambda s: pauses.append(s))
+    answers = iter([{"status": "PENDING", "result": None}] * 12 + [{"status": "SUCCESS", "result": 7}])
+    monkeypatch.setattr(backend, "_get_task_meta_for", lambda task_id: next(answers))
+    assert backend.wait_for("w")["result"] == 7
+    assert len(pauses) == 12
+    assert pauses[0] <= 0.05  # first re-check within tens of ms
+    assert all(b >= a for a, b in zip(pauses, pauses[1:], strict=False))  # backing off ...
+    assert pauses[-1] == 1.0  # ... to about 1 s
+    assert 0.5 not in pauses  # never Celery's fixed 0.5 s
+
+
+def test_listing_newest_first_across_shards_with_pagination(backend):
+    ids = []
+    for i in range(9):
+        ids.append(f"job-{i}")
+        backend.store_result(ids[-1], i, states.SUCCESS, request=Request(ids[-1]))
+        time.sleep(0.002)
+    shards = {schema.shard_of(i, 4) for i in ids}
+    assert len(shards) > 1  # the test really spans shards
+    page, cursor = backend.list_jobs("SUCCESS", limit=4)
+    assert [j["task_id"] for j in page] == ids[::-1][:4]
+    page2, cursor2 = backend.list_jobs("SUCCESS", limit=4, cursor=cursor)
+    page3, cursor3 = backend.list_jobs("SUCCESS", limit=4, cursor=cursor2)
+    assert [j["task_id"] for j in page + page2 + page3] == ids[::-1]
+    assert cursor3 is None
+    assert page[0]["task_name"] == "tests.add" and page[0]["status"] == "SUCCESS"
+    with pytest.raises(ValueError, match="accepted: QUEUED, STARTED"):
+        backend.list_jobs("DONE")
+
+
+def test_queued_rows_show_in_the_index(backend):
+    backend.queue_rows([("q1", "tests.add", "celery"), ("q2", "tests.add", "celery")])
+    assert {j["task_id"] for j in backend.list_jobs("QUEUED")[0]} == {"q1", "q2"}
+    backend.claim("q1", task_name="tests.add", worker="w", queue="celery")
+    assert {j["task_id"] for j in backend.list_jobs("QUEUED")[0]} == {"q2"}
+    assert {j["task_id"] for j in backend.list_jobs("STARTED")[0]} == {"q1"}
+
+
+def test_oversized_result_without_bucket_fails_clearly(backend):
+    with pytest.raises(ResultTooLarge, match="set sqs_ddb_s3_bucket"):
+        backend.store_result("big", "x" * 400_000, states.SUCCESS, request=Request("big"))
+    assert raw_item("big") is None
+
+
+def test_oversized_result_with_bucket_goes_to_s3(aws):
+    boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("jobs"))
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket="payloads", CreateBucketConfiguration={"LocationConstraint": REGION})
+    backend = make_app(sqs_ddb_s3_bucket="payloads").backend
+    backend.store_result("big", "y" * 400_000, states.SUCCESS, request=Request("big"))
+    pointer = raw_item("big")["result_s3"]["S"]
+    assert pointer.startswith("s3://payloads/celery/results/big/")
+    assert backend.get_task_meta("big")["result"] == "y" * 400_000
+
+
+def test_unserializable_result_names_the_serializer(backend):
+    from kombu.exceptions import EncodeError
+
+    with pytest.raises(EncodeError, match="result_serializer='json'"):
+        backend.store_result("u", object(), states.SUCCESS, request=Request("u"))
+
+
+def test_forget_and_groups(backend):
+    app = backend.app
+    backend.store_result("g1", 1, states.SUCCESS, request=Request("g1"))
+    gr = app.GroupResult("grp", [app.AsyncResult("g1")])
+    gr.save(backend=backend)
+    restored = app.GroupResult.restore("grp", backend=backend)
+    assert [r.id for r in restored.results] == ["g1"]
+    assert "status_shard" not in raw_item("grp")  # groups stay out of the status index
+    backend.forget("g1")
+    assert raw_item("g1") is None
+
+
+def test_missing_table_names_table_setting_region_and_fix(aws):
+    backend = make_app(table="absent").backend
+    with pytest.raises(TableNotFound) as info:
+        backend.get_task_meta("x")
+    assert str(info.value) == ("DynamoDB table 'absent' (sqs_ddb_table, region eu-west-1) does not exist; "
+                               'run "celery -A app sqs-ddb create-table"')
+
+
+def test_missing_permission_names_the_action(backend):
+    with Stubber(backend.client) as stub:
+        stub.add_client_error("get_item", service_error_code="AccessDeniedException",
+                              service_message="User is not authorized", http_status_code=400)
+        with pytest.raises(AccessDenied, match=r"not allowed to call dynamodb:GetItem on DynamoDB table 'jobs'"):
+            backend.get_task_meta("x")
+
+
+@pytest.mark.parametrize(("code", "status", "retry"), [
+    ("ProvisionedThroughputExceededException", 400, True),
+    ("ThrottlingException", 400, True),
+    ("InternalServerError", 500, True),
+    ("ServiceUnavailable", 503, True),
+    ("ValidationException", 400, False),
+    ("ConditionalCheckFailedException", 400, False),
+])
+def test_exception_safe_to_retry(backend, code, status, retry):
+    from botocore.exceptions import ClientError
+
+    exc = ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                      "UpdateItem")
+    assert backend.exception_safe_to_retry(exc) is retry
+
+
+def test_throttled_write_is_retried_by_celery_and_lands(backend):
+    backend.always_retry = True  # result_backend_always_retry, set by broker_settings()
+    backend.base_sleep_between_retries_ms = 1
+    with Stubber(backend.client) as stub:
+        for _ in range(2):
+            stub.add_client_error("update_item", service_error_code="ThrottlingException",
+                                  service_message="Rate exceeded", http_status_code=400)
+        stub.add_response("update_item", {})
+        backend.store_result("th", 1, states.SUCCESS, request=Request("th"))
+        stub.assert_no_pending_responses()  # two throttled attempts, then the write landed
+
+
+def test_client_retry_configuration(aws):
+    backend = make_app(sqs_ddb_retry_mode="adaptive", sqs_ddb_max_attempts=7).backend
+    retries = backend.client.meta.config.retries
+    assert retries["mode"] == "adaptive" and retries["total_max_attempts"] == 7
