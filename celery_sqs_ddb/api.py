@@ -21,6 +21,7 @@ def broker_settings(
     s3_bucket: str | None = None,
     wait_time_seconds: int = 20,
     soft_shutdown_timeout: float = 100.0,
+    prefetch_multiplier: int = 1,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Celery settings for SQS in production, for ``app.conf.update(...)``.
@@ -29,7 +30,9 @@ def broker_settings(
     name to URL (no AWS call). The first queue is the default queue. FIFO queues end in
     ``.fifo``; ``fifo=True`` checks that they all do. ``dead_letter_queue`` (name or URL) is
     where poison messages go. ``s3_bucket`` enables the claim-check for large messages and
-    results. Keys given in ``overrides`` replace the computed ones.
+    results. ``prefetch_multiplier`` stays 1 for long tasks (a held message blocks no other
+    worker); raise it for many short tasks so one ReceiveMessage returns up to 10. Keys given
+    in ``overrides`` replace the computed ones.
     """
     names = list(queues.keys() if isinstance(queues, Mapping) else queues)
     if not names:
@@ -87,7 +90,7 @@ def broker_settings(
         "task_default_queue": names[0],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": int(prefetch_multiplier),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -45,7 +45,7 @@ def submit_many(task: Any, items: Iterable[Any], *, queue: str | None = None, pr
     app = task.app
     items = list(items)
     group_id = str(uuid.uuid4())
-    queue = queue or task.queue or app.conf.task_default_queue
+    queue = queue or getattr(task, "queue", None) or app.conf.task_default_queue
     bar = _progress(len(items), progress, task.name)
     results: list[AsyncResult] = []
     backend = app.backend
@@ -67,7 +67,22 @@ def submit_many(task: Any, items: Iterable[Any], *, queue: str | None = None, pr
             results.extend(app.AsyncResult(tid) for tid in ids)
             bar.update(len(chunk))
     bar.close()
-    return app.GroupResult(group_id, results)
+    return BatchGroupResult(group_id, results, app=app)
+
+
+class BatchGroupResult(GroupResult):
+    """A GroupResult whose ``join()`` reads through the backend's BatchGetItem (100 ids a call)."""
+
+    def join(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
+             callback: Any = None, no_ack: bool = True, on_message: Any = None,
+             disable_sync_subtasks: bool = True, on_interval: Any = None) -> list[Any]:
+        if self.supports_native_join:
+            return self.join_native(timeout=timeout, propagate=propagate, interval=interval, callback=callback,
+                                    no_ack=no_ack, on_message=on_message, on_interval=on_interval,
+                                    disable_sync_subtasks=disable_sync_subtasks)
+        return super().join(timeout=timeout, propagate=propagate, interval=interval, callback=callback,
+                            no_ack=no_ack, on_message=on_message, disable_sync_subtasks=disable_sync_subtasks,
+                            on_interval=on_interval)
 
 
 def _message(app: Any, channel: Any, sig: Signature, task_id: str, group_id: str, index: int, queue: str,

@@ -29,6 +29,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.utils.log import get_logger
+from kombu.asynchronous.http.curl import CurlClient as _KombuCurlClient
 from kombu.transport import SQS, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
@@ -62,14 +63,18 @@ class Housekeeper(threading.Thread):
         self.wake = threading.Event()
         self.stopping = False
         self.pending: dict[tuple[str, str], list[tuple[str, str | None]]] = defaultdict(list)
-        self.inflight: dict[str, list[Any]] = {}  # receipt -> [queue, url, received, extended, warned]
+        self.inflight: dict[str, list[Any]] = {}  # receipt -> [queue, url, received, extended, warned, group]
 
     # called from the consumer thread
 
-    def track(self, queue: str, url: str, receipt: str) -> None:
+    def track(self, queue: str, url: str, receipt: str, group: str | None = None) -> None:
         now = time.monotonic()
         with self.lock:
-            self.inflight[receipt] = [queue, url, now, now, False]
+            self.inflight[receipt] = [queue, url, now, now, False, group]
+
+    def held_groups(self, url: str) -> set[str]:
+        with self.lock:
+            return {entry[5] for entry in self.inflight.values() if entry[1] == url and entry[5]}
 
     def forget(self, receipt: str) -> None:
         with self.lock:
@@ -122,7 +127,7 @@ class Housekeeper(threading.Thread):
         now = time.monotonic()
         due: dict[tuple[str, str], list[str]] = defaultdict(list)
         with self.lock:
-            for receipt, (queue, url, received, extended, warned) in self.inflight.items():
+            for receipt, (queue, url, received, extended, warned, _) in self.inflight.items():
                 if now - extended < vt / 2:
                     continue
                 if now - received + vt > MAX_VISIBILITY_SECONDS - 60:
@@ -149,8 +154,27 @@ class Housekeeper(threading.Thread):
                             entry[3] = now
 
 
+class CurlClient(_KombuCurlClient):
+    """kombu's pycurl client with curl's timer callback in milliseconds.
+
+    kombu 5.7 passes curl's ``msecs`` straight to ``hub.call_later`` (which takes seconds), so
+    a request that needs a timer step waits for the 1 s safety tick: every receive after an
+    ack stalls about half a second on average. This client converts, and ignores -1 (no timer).
+    """
+
+    def _set_timeout(self, msecs: int) -> None:
+        if msecs >= 0:
+            self.hub.call_later(msecs / 1000.0, self._timeout_check)
+
+
 class Channel(SQS.Channel):
     """SQS channel; see the module docstring for what changes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.hub is not None and not hasattr(self.hub, "_current_http_client"):
+            # kombu's per-hub HTTP client slot (kombu.asynchronous.http.get_client)
+            self.hub._current_http_client = CurlClient(self.hub)
 
     default_wait_time_seconds = 20
     default_visibility_timeout = 60
@@ -300,11 +324,41 @@ class Channel(SQS.Channel):
         delivery_info["redelivered"] = count > 1
         delivery_info["sqs_claim_check"] = pointer
         delivery_info["sqs_queue_name"] = queue_name
-        self.housekeeper.track(queue_name, q_url, message["ReceiptHandle"])
+        self.housekeeper.track(queue_name, q_url, message["ReceiptHandle"],
+                               message.get("Attributes", {}).get("MessageGroupId"))
         return payload
+
+    @cached_property
+    def fetch_message_attributes(self) -> Any:
+        # MessageGroupId: keep two messages of one FIFO group from running at once (below).
+        return self.transport_options.get("fetch_message_attributes") or ["ApproximateReceiveCount", "MessageGroupId"]
+
+    def _one_per_group(self, url: str, queue_name: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """On FIFO queues, deliver at most one message per group at a time.
+
+        SQS may return several messages of one group in one receive; running them at once on a
+        worker's pool would break the group's order. Later ones are made visible again (the group
+        stays locked by the held one, so SQS hands them out again in order after it is deleted).
+        """
+        if not url.endswith(".fifo") or len(messages) == 0:
+            return messages
+        held = self.housekeeper.held_groups(url)
+        keep, release = [], []
+        for message in messages:
+            group = message.get("Attributes", {}).get("MessageGroupId")
+            if group and group in held:
+                release.append(message["ReceiptHandle"])
+            else:
+                keep.append(message)
+                if group:
+                    held.add(group)
+        if release:
+            self.change_visibility_batch(queue_name, url, release, 0)
+        return keep
 
     def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> list[Any]:
         q_url = self._new_queue(queue)
+        messages = self._one_per_group(q_url, queue, messages)
         out = (self._message_to_python(m, queue, q_url) for m in messages)
         return [p for p in out if p is not None]
 
@@ -316,11 +370,40 @@ class Channel(SQS.Channel):
         if callback is None:
             self._release_messages(queue, qname, msgs)
             return 0
+        msgs = self._one_per_group(queue, qname, msgs)
         for msg in msgs:
             parsed = self._message_to_python(msg, qname, queue)
             if parsed is not None:
                 callback(parsed)
         return len(msgs)
+
+    # ------------------------------------------------------------- scheduling
+
+    def _schedule_queue(self, queue: str) -> None:
+        """Poll ``queue`` if the prefetch window has room; otherwise wait for an ack to wake it.
+
+        kombu re-polls a full window every ``polling_interval`` (1 s: the next task waits up to
+        a second after an ack; 0: the event loop spins). Here an ack schedules the poll at once.
+        """
+        if queue not in self._active_queues:
+            return
+        if self.qos.can_consume():
+            self._get_bulk_async(queue, callback=SQS.promise(self._loop1, (queue,)))
+        else:
+            self._waiting_for_room.add(queue)
+
+    @cached_property
+    def _waiting_for_room(self) -> set[str]:
+        return set()
+
+    def _wake(self) -> None:
+        # Called directly, not through hub.call_soon: an ack runs inside a ready callback, and
+        # the hub polls (up to 1 s) before it looks at callbacks added meanwhile.
+        if self._waiting_for_room and self.hub is not None:
+            waiting = list(self._waiting_for_room)
+            self._waiting_for_room.clear()
+            for queue in waiting:
+                self._schedule_queue(queue)
 
     # ------------------------------------------------------------- ack / reject
 
@@ -334,6 +417,7 @@ class Channel(SQS.Channel):
         queue = info.get("sqs_queue_name") or self.canonical_queue_name(info.get("routing_key") or "")
         self.housekeeper.ack(queue, url, receipt, info.get("sqs_claim_check"))
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
+        self._wake()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         try:
@@ -342,7 +426,10 @@ class Channel(SQS.Channel):
             receipt = None
         if receipt and self._housekeeper is not None:
             self._housekeeper.forget(receipt)
-        super().basic_reject(delivery_tag, requeue=requeue)
+        try:
+            super().basic_reject(delivery_tag, requeue=requeue)
+        finally:
+            self._wake()
 
     def delete_batch(self, queue: str, url: str, entries: list[tuple[str, str | None]]) -> None:
         """DeleteMessageBatch for up to 10 receipts; then delete their claim-check objects."""
@@ -450,6 +537,7 @@ class Channel(SQS.Channel):
             self._housekeeper.forget(sqs_message["ReceiptHandle"])
         self.dead_letter(sqs_message, url, info.get("sqs_queue_name") or "", reason)
         virtual.Channel.basic_ack(self, delivery_tag)
+        self._wake()
         return True
 
     def close(self) -> None:

@@ -29,13 +29,15 @@ def _channel_of(message: Any) -> Any:
 
 
 class SqsDdbStep(bootsteps.StartStopStep):
-    """Consumer step: claim each task (conditional STARTED) before it reaches the pool."""
+    """Consumer step: claim each task (conditional STARTED) before it reaches the pool; dead-letter
+    unknown or invalid messages; hand back un-started messages on warm shutdown."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.backend = None
+        self.received: dict[str, Any] = {}  # delivery tag -> message handed to Celery, until acked
         self._wrap_error_handlers(c)
 
     # ---------------------------------------------------------------- claim
@@ -44,9 +46,8 @@ class SqsDdbStep(bootsteps.StartStopStep):
         from .backend import DynamoDBBackend
 
         backend = c.app.backend
-        if not isinstance(backend, DynamoDBBackend) or backend.settings.claim == "off":
-            return
-        self.backend = backend
+        if isinstance(backend, DynamoDBBackend) and backend.settings.claim != "off":
+            self.backend = backend
         for name, strategy in list(c.strategies.items()):
             if not getattr(strategy, "_sqs_ddb_claims", False):
                 c.strategies[name] = self._claiming(c, name, strategy)
@@ -58,8 +59,9 @@ class SqsDdbStep(bootsteps.StartStopStep):
         def claim_then_run(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any) -> Any:
             headers = message.headers or {}
             task_id = headers.get("id")
-            if not task_id or headers.get("eta"):
+            if backend is None or not task_id or headers.get("eta"):
                 # ETA tasks wait in the worker's timer; they are claimed by no one (documented).
+                self._remember(message)
                 return strategy(message, body, ack, reject, callbacks, **kwargs)
             delivery_info = message.delivery_info or {}
             try:
@@ -82,10 +84,16 @@ class SqsDdbStep(bootsteps.StartStopStep):
                     return None
                 message.reject(requeue=True)
                 return None
+            self._remember(message)
             return strategy(message, body, ack, reject, callbacks, **kwargs)
 
         claim_then_run._sqs_ddb_claims = True  # type: ignore[attr-defined]
         return claim_then_run
+
+    def _remember(self, message: Any) -> None:
+        for tag in [t for t, m in self.received.items() if m.acknowledged]:
+            del self.received[tag]
+        self.received[message.delivery_tag] = message
 
     # ---------------------------------------------------------- dead letters
 
@@ -135,20 +143,32 @@ class SqsDdbStep(bootsteps.StartStopStep):
 
     # ------------------------------------------------------- warm shutdown
 
-    def shutdown(self, c: Any) -> None:
-        """Release messages that were received but not started, so others take them now."""
+    def stop(self, c: Any) -> None:
+        """At the start of a warm shutdown, hand back messages received but not started.
+
+        Without this they stay hidden until the running tasks finish and the connection closes,
+        and kombu then hides them for another ``wait_time_seconds``. (The consumer's on_close
+        has already dropped them from Celery's reserved set and semaphore, so the pool will not
+        start them; this step keeps its own list.)
+        """
         from celery.worker import state
 
-        unstarted = [r for r in list(state.reserved_requests)
-                     if r not in state.active_requests and not r.time_start]
-        by_channel: dict[Any, list[str]] = {}
-        for request in unstarted:
-            channel = _channel_of(request.message)
+        running = {r.id for r in list(state.active_requests)}
+        by_channel: dict[Any, list[Any]] = {}
+        for message in list(self.received.values()):
+            if message.acknowledged or (message.headers or {}).get("id") in running:
+                continue
+            channel = _channel_of(message)
             if channel is not None:
-                by_channel.setdefault(channel, []).append(request.message.delivery_tag)
-        for channel, tags in by_channel.items():
-            released = channel.release(tags)
+                by_channel.setdefault(channel, []).append(message)
+        self.received.clear()
+        for channel, messages in by_channel.items():
+            released = channel.release([m.delivery_tag for m in messages])
+            for message in messages:
+                channel.qos.ack(message.delivery_tag)  # forget locally: close() must not hide it again
             logger.info("Warm shutdown: released %d un-started message(s) for other workers", released)
+
+    shutdown = stop
 
 
 def uses_this_package(app: Any) -> bool:
