@@ -33,7 +33,7 @@ RUNTIME_ACTIONS: dict[str, frozenset[str]] = {
 
 ADMIN_ACTIONS: dict[str, frozenset[str]] = {
     "dynamodb": frozenset({"CreateTable", "DescribeTable", "UpdateTimeToLive", "DescribeTimeToLive"}),
-    "sqs": frozenset({"CreateQueue", "SetQueueAttributes"}),
+    "sqs": frozenset({"CreateQueue"}),
     "s3": frozenset({"CreateBucket", "HeadBucket"}),
     "sts": frozenset({"GetCallerIdentity"}),
 }

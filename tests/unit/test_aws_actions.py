@@ -1,0 +1,56 @@
+"""The one list of AWS actions (celery_sqs_ddb.aws) matches the calls the code makes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import botocore.session
+from botocore import xform_name
+
+from celery_sqs_ddb import aws
+
+PACKAGE = Path(aws.__file__).parent
+
+#: Calls made by kombu's SQS Channel code that our Channel inherits (not visible in our source).
+INHERITED = {
+    "sqs": {"ReceiveMessage", "GetQueueAttributes", "DeleteMessage", "ChangeMessageVisibility"},
+}
+
+
+def called_actions() -> dict[str, set[str]]:
+    session = botocore.session.get_session()
+    source = "\n".join(p.read_text() for p in PACKAGE.glob("*.py"))
+    found: dict[str, set[str]] = {}
+    for service in ("dynamodb", "sqs", "s3", "sts"):
+        model = session.get_service_model(service)
+        for operation in model.operation_names:
+            if re.search(rf"\.{xform_name(operation)}\(", source) or re.search(
+                    rf"\"{xform_name(operation)}\"", source):
+                found.setdefault(service, set()).add(operation)
+    for service, actions in INHERITED.items():
+        found.setdefault(service, set()).update(actions)
+    return found
+
+
+def listed() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for table in (aws.RUNTIME_ACTIONS, aws.ADMIN_ACTIONS):
+        for service, actions in table.items():
+            out.setdefault(service, set()).update(actions)
+    return out
+
+
+def test_every_call_in_the_code_is_listed():
+    missing = {s: a - listed().get(s, set()) for s, a in called_actions().items()}
+    assert not any(missing.values()), f"AWS calls not in celery_sqs_ddb.aws: {missing}"
+
+
+def test_every_listed_action_is_called():
+    stale = {s: a - called_actions().get(s, set()) for s, a in listed().items()}
+    assert not any(stale.values()), f"listed but never called: {stale}"
+
+
+def test_runtime_and_admin_lists_do_not_overlap():
+    for service in aws.RUNTIME_ACTIONS:
+        assert not aws.RUNTIME_ACTIONS[service] & aws.ADMIN_ACTIONS.get(service, frozenset())
