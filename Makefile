@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins its own dependencies, so it gets a venv of its own.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: test unit integration lint demo bench chaos clean
 
@@ -12,13 +15,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,example]"
 	touch $(STAMP)
 
-## make test: lint + the whole suite (unit, integration with moto server and real workers)
-test: $(STAMP)
-	$(PY) -m ruff check celery_sqs_ddb tests example_project benchmarks deploy
-	$(PY) -m pytest tests
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov>=3.2,<4"
+	touch $(CHECKOV_STAMP)
 
-unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+## make test: lint + the whole suite (unit, integration with moto server and real workers)
+test: $(STAMP) $(CHECKOV_STAMP)
+	$(PY) -m ruff check celery_sqs_ddb tests example_project benchmarks deploy
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest tests
+
+unit: $(STAMP) $(CHECKOV_STAMP)
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest tests/unit
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
@@ -35,4 +44,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) test-artifacts .demo
+	rm -rf $(VENV) $(CHECKOV_VENV) test-artifacts .demo

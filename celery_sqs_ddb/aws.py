@@ -29,6 +29,9 @@ RUNTIME_ACTIONS: dict[str, frozenset[str]] = {
         "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueAttributes", "GetQueueUrl",
     }),
     "s3": frozenset({"PutObject", "GetObject", "DeleteObject"}),
+    # Not a boto3 call: the ECS agent's task-protection endpoint (celery_sqs_ddb.fargate), which
+    # ECS authorizes as ecs:UpdateTaskProtection with the task role.
+    "ecs": frozenset({"UpdateTaskProtection"}),
 }
 
 ADMIN_ACTIONS: dict[str, frozenset[str]] = {
@@ -37,6 +40,19 @@ ADMIN_ACTIONS: dict[str, frozenset[str]] = {
     "s3": frozenset({"CreateBucket", "HeadBucket"}),
     "sts": frozenset({"GetCallerIdentity"}),
 }
+
+#: SQS batch calls are authorized by the single-message IAM action.
+_IAM_ACTION = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
+
+
+def iam_actions(actions: dict[str, frozenset[str]] = RUNTIME_ACTIONS) -> set[str]:
+    """IAM actions (``service:Action``) that authorize the given API calls."""
+    return {f"{service}:{_IAM_ACTION.get(action, action)}" for service, names in actions.items() for action in names}
+
 
 #: Error codes that mean "try again later": botocore retries them first, then Celery's
 #: result_backend_always_retry does (see DynamoDBBackend.exception_safe_to_retry).

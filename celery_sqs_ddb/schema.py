@@ -49,7 +49,7 @@ KIND_GROUP = "group"
 STATUS_INDEX = "status-index"
 #: Attributes copied into the index (besides the table and index keys). Kept small: every
 #: byte here is paid again on each index write.
-INDEX_PROJECTION = (TASK_NAME, WORKER)
+INDEX_PROJECTION = (TASK_NAME, WORKER, EXPIRES_AT)
 TTL_ATTRIBUTE = EXPIRES_AT
 
 KEY_SCHEMA = [{"AttributeName": TASK_ID, "KeyType": "HASH"}]
