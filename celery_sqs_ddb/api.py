@@ -111,16 +111,19 @@ def broker_settings(
 
 
 def configure(app: Any, **broker_kwargs: Any) -> Any:
-    """Apply :func:`broker_settings` (if queues are given) and install the worker steps now.
+    """Apply :func:`broker_settings` (if queues are given), install the worker steps now and
+    add ``celery worker --exit-when-idle SECONDS``.
 
     The steps are also installed automatically when a worker starts with this package's
-    backend or transport, so calling this is optional.
+    backend or transport; this call is needed only for the ``--exit-when-idle`` flag (the
+    ``sqs_ddb_exit_when_idle`` setting works without it).
     """
-    from .worker import install
+    from .worker import add_worker_options, install
 
     if broker_kwargs:
         app.conf.update(broker_settings(**broker_kwargs))
     install(app)
+    add_worker_options(app)
     return app
 
 

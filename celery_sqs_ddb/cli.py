@@ -200,6 +200,20 @@ def jobs(ctx: click.Context, status: str, limit: int, since: str | None, as_json
 
 
 @sqs_ddb.command(cls=CeleryCommand)
+@click.pass_context
+def healthcheck(ctx: click.Context) -> None:
+    """Exit 0 while the worker's consumer loop runs (health file fresh), 1 otherwise.
+
+    For the container ``healthCheck`` of the ECS task definition.
+    """
+    from .fargate import healthy
+
+    ok, detail = healthy(Settings.from_app(ctx.obj.app))
+    ctx.obj.echo(("healthy: " if ok else "unhealthy: ") + detail)
+    sys.exit(0 if ok else 1)
+
+
+@sqs_ddb.command(cls=CeleryCommand)
 @click.argument("task_id")
 @click.pass_context
 def status(ctx: click.Context, task_id: str) -> None:

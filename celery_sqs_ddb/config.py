@@ -7,7 +7,8 @@ Result backend URL::
 ``TABLE`` may also come from ``sqs_ddb_table``; query parameters win over settings.
 Credentials never appear here: boto3's credential chain (IAM role, env, profile) is used.
 
-Settings (Celery-style lower-case keys, all optional):
+Settings (Celery-style lower-case keys, all optional; each can also come from the environment
+as the upper-case name, e.g. ``SQS_DDB_EXIT_WHEN_IDLE=300``, when ``app.conf`` does not set it):
 
 ==================================  ===========  =====================================================
 key                                 default      meaning
@@ -29,6 +30,17 @@ key                                 default      meaning
 ``sqs_ddb_track_queued``            False        write a QUEUED row when a task is sent
 ``sqs_ddb_summary_chars``           200          length of the args/kwargs summary kept for listing
 ``sqs_ddb_allow_pickle``            False        allow pickle in accept_content/serializers
+``sqs_ddb_stop_timeout``            120          ECS stopTimeout the worker drains within (s)
+``sqs_ddb_protection_minutes``      30           ExpiresInMinutes of ECS scale-in protection (renewed
+                                                 at half while tasks run; 1..2880)
+``sqs_ddb_protection_renew_seconds`` None       renew protection this often (default: half the expiry)
+``sqs_ddb_idle_grace``              30           idle seconds before scale-in protection is removed
+``sqs_ddb_exit_when_idle``          None         exit 0 after this many idle seconds (batch jobs)
+``sqs_ddb_health_file``             "/tmp/       file the worker touches while its consumer loop
+                                    celery-sqs-  runs; ``sqs-ddb healthcheck`` reads it
+                                    ddb.health"
+``sqs_ddb_health_interval``         10           seconds between touches; stale after 6 intervals
+``sqs_ddb_json_logs``               None         JSON log lines: None = on ECS only, True, False
 ==================================  ===========  =====================================================
 """
 
@@ -123,6 +135,14 @@ class Settings:
     track_queued: bool = False
     summary_chars: int = 200
     allow_pickle: bool = False
+    stop_timeout: int = 120
+    protection_minutes: int = 30
+    protection_renew_seconds: float | None = None
+    idle_grace: float = 30.0
+    exit_when_idle: float | None = None
+    health_file: str = "/tmp/celery-sqs-ddb.health"
+    health_interval: float = 10.0
+    json_logs: bool | None = None
 
     @classmethod
     def from_app(cls, app: Any, url: str | None = None) -> Settings:
@@ -132,6 +152,8 @@ class Settings:
         for field in dataclasses.fields(cls):
             key = PREFIX + field.name
             value = conf.get(key)
+            if value is None:
+                value = os.environ.get(key.upper()) or None  # e.g. SQS_DDB_STOP_TIMEOUT in a task definition
             if value is not None:
                 raw[field.name] = value
         unknown = sorted(k for k in conf.keys() if isinstance(k, str) and k.startswith(PREFIX)
@@ -165,6 +187,14 @@ class Settings:
             "track_queued": _bool,
             "summary_chars": _int(0, 2_000),
             "allow_pickle": _bool,
+            "stop_timeout": _int(2, 120),
+            "protection_minutes": _int(1, 2_880),
+            "protection_renew_seconds": lambda k, v: None if v in (None, "") else _float(1.0, 172_800.0)(k, v),
+            "idle_grace": _float(0.0, 86_400.0),
+            "exit_when_idle": lambda k, v: None if v in (None, "") else _float(0.0, 604_800.0)(k, v),
+            "health_file": lambda k, v: _text(k, v) or "/tmp/celery-sqs-ddb.health",
+            "health_interval": _float(0.1, 3_600.0),
+            "json_logs": lambda k, v: None if v in (None, "") else _bool(k, v),
         }
         values = {name: converters[name](PREFIX + name, value) for name, value in raw.items()}
         if values.get("region") is None:

@@ -179,6 +179,7 @@ class Channel(SQS.Channel):
     default_wait_time_seconds = 20
     default_visibility_timeout = 60
     _housekeeper: Housekeeper | None = None
+    _closing = False
 
     @cached_property
     def options(self) -> TransportOptions:
@@ -213,9 +214,14 @@ class Channel(SQS.Channel):
         client = self._client_for(queue)
         props = message.setdefault("properties", {})
         if message.get("redelivered"):
-            # virtual.QoS restore of a rejected message: make it visible again soon.
+            # virtual.QoS restore of an unacked or rejected message: visible again after a short
+            # pause (kombu's choice, so a Reject(requeue=True) does not spin), or at once when the
+            # channel closes (shutdown: another worker should take it now).
+            timeout = 0 if self._closing else self.wait_time_seconds
             client.change_message_visibility(QueueUrl=self._new_queue(queue), ReceiptHandle=props["delivery_tag"],
-                                             VisibilityTimeout=self.wait_time_seconds)
+                                             VisibilityTimeout=timeout)
+            if self._housekeeper is not None:
+                self._housekeeper.forget(props["delivery_tag"])
             return
         client.send_message(**self.send_params(queue, message))
 
@@ -541,9 +547,12 @@ class Channel(SQS.Channel):
         return True
 
     def close(self) -> None:
-        if self._housekeeper is not None:
-            self._housekeeper.stop()
-        super().close()
+        self._closing = True
+        try:
+            super().close()  # restores unacked messages through _put (visibility 0 now)
+        finally:
+            if self._housekeeper is not None:
+                self._housekeeper.stop()
 
 
 class Transport(SQS.Transport):

@@ -178,10 +178,25 @@ def uses_this_package(app: Any) -> bool:
 
 
 def install(app: Any) -> None:
-    """Add the consumer step to ``app`` (idempotent)."""
+    """Add the consumer steps to ``app`` (idempotent)."""
+    from .fargate import FargateStep
+
     steps = app.steps["consumer"]
-    if SqsDdbStep not in steps:
-        steps.add(SqsDdbStep)
+    for step in (SqsDdbStep, FargateStep):
+        if step not in steps:
+            steps.add(step)
+
+
+def add_worker_options(app: Any) -> None:
+    """``celery worker --exit-when-idle SECONDS`` (a worker option of this app)."""
+    import click
+
+    options = app.user_options["worker"]
+    if not any("--exit-when-idle" in getattr(o, "opts", ()) for o in options):
+        options.add(click.Option(
+            ["--exit-when-idle"], type=float, default=None, metavar="SECONDS",
+            help="Exit with status 0 once nothing ran and the queue stayed empty for SECONDS "
+                 "(batch jobs; setting sqs_ddb_exit_when_idle)."))
 
 
 @signals.worker_init.connect(weak=False)

@@ -22,7 +22,7 @@ import argparse
 import dataclasses
 import math
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from deploy.hcl import MODULES, TERRAFORM, blocks, resources, unquote
 

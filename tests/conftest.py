@@ -196,14 +196,18 @@ class Worker:
     """A real ``celery -A tests.apps.basic worker`` subprocess with its own log file."""
 
     def __init__(self, env: dict[str, str], name: str, concurrency: int = 2, extra_args: tuple[str, ...] = (),
-                 app: str = "tests.apps.basic") -> None:
+                 app: str = "tests.apps.basic", set_name: bool = True) -> None:
         self.name = name
         self.log_path = ARTIFACTS / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
-        full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+        full_env = dict(os.environ, PYTHONPATH=str(ROOT), **{k: str(v) for k, v in env.items()})
+        args = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info"]
+        if concurrency:  # 0: no -c, let the worker decide (e.g. from the ECS task's CPU)
+            args += ["-c", str(concurrency)]
+        if set_name:
+            args += ["-n", f"{name}@%h"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info", "-c", str(concurrency),
-             "-n", f"{name}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle", *extra_args],
+            [*args, "--without-heartbeat", "--without-gossip", "--without-mingle", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(ROOT),
             start_new_session=True,
         )

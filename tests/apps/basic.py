@@ -30,7 +30,6 @@ def make_app() -> Celery:
     ))
     app.conf.result_backend = f"ddb://{env.get('TEST_TABLE', 'unset')}?region={region}&endpoint_url={endpoint}"
     app.conf.result_extended = True
-    app.conf.worker_hijack_root_logger = False
     app.conf.worker_prefetch_multiplier = int(env.get("TEST_PREFETCH", "1"))
     if env.get("TEST_RESULT_EXPIRES"):
         app.conf.result_expires = int(env["TEST_RESULT_EXPIRES"])
@@ -39,6 +38,7 @@ def make_app() -> Celery:
 
         app.conf.broker_transport_options.update(json.loads(env["TEST_TRANSPORT_OPTIONS"]))
     register(app)
+    celery_sqs_ddb.configure(app)  # the one documented line: adds --exit-when-idle
     return app
 
 
