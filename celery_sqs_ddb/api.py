@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from . import aws
 from .exceptions import ConfigurationError
 
 
@@ -26,8 +25,8 @@ def broker_settings(
 ) -> dict[str, Any]:
     """Celery settings for SQS in production, for ``app.conf.update(...)``.
 
-    ``queues`` are queue names (resolved to URLs once, here, with GetQueueUrl) or a mapping of
-    name to URL (no AWS call). The first queue is the default queue. FIFO queues end in
+    ``queues`` are queue names (each process resolves them to URLs once, with GetQueueUrl, when
+    it first connects) or a mapping of name to URL. This function makes no AWS call. The first queue is the default queue. FIFO queues end in
     ``.fifo``; ``fifo=True`` checks that they all do. ``dead_letter_queue`` (name or URL) is
     where poison messages go. ``s3_bucket`` enables the claim-check for large messages and
     results. ``prefetch_multiplier`` stays 1 for long tasks (a held message blocks no other
@@ -48,25 +47,13 @@ def broker_settings(
         raise ConfigurationError(f"wait_time_seconds={wait_time_seconds!r} is out of range; accepted: 0..20")
 
     urls = dict(queues) if isinstance(queues, Mapping) else {}
-    dlq_url = None
-    if dead_letter_queue:
-        dlq_url = dead_letter_queue if "://" in dead_letter_queue else None
-        if dlq_url is None:
-            urls.setdefault(dead_letter_queue, "")
-    missing = [n for n in list(urls) + names if not urls.get(n)]
-    if missing:
-        client = aws.client("sqs", region, endpoint_url)
-        for name in dict.fromkeys(missing):
-            with aws.translated("sqs", "GetQueueUrl", f"SQS queue '{name}' (region {region})",
-                                hint='run "celery -A app sqs-ddb create-queue"'):
-                urls[name] = client.get_queue_url(QueueName=name)["QueueUrl"]
-    if dead_letter_queue and dlq_url is None:
-        dlq_url = urls.pop(dead_letter_queue)
     predefined = {}
     for name in names:
-        entry = {"url": urls[name]}
-        if dlq_url:
-            entry["dead_letter_url"] = dlq_url
+        # A name without a URL is resolved once per worker/client process by the transport
+        # (GetQueueUrl), not here: importing settings makes no AWS call.
+        entry: dict[str, Any] = {"url": urls.get(name) or None}
+        if dead_letter_queue:
+            entry["dead_letter_url"] = dead_letter_queue
         predefined[name] = entry
 
     transport_options: dict[str, Any] = {

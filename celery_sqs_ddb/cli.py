@@ -134,7 +134,7 @@ def doctor(ctx: click.Context) -> None:
     check(f"table {s.table}", lambda: _check_table(app, s))
     options = app.conf.broker_transport_options or {}
     for name, entry in (options.get("predefined_queues") or {}).items():
-        check(f"queue {name}", lambda entry=entry: _check_queue(app, entry["url"]))
+        check(f"queue {name}", lambda name=name, entry=entry: _check_queue(app, entry.get("url") or name))
         if entry.get("dead_letter_url"):
             check(f"dead-letter queue of {name}", lambda entry=entry: _check_queue(app, entry["dead_letter_url"]))
     if s.s3_bucket:
@@ -166,6 +166,9 @@ def _check_table(app: Any, s: Settings) -> str:
 
 def _check_queue(app: Any, url: str) -> str:
     sqs = _client(app, "sqs")
+    if "://" not in url:  # a name: resolve it as the worker will
+        with aws.translated("sqs", "GetQueueUrl", f"SQS queue '{url}'", hint='run "celery -A app sqs-ddb create-queue"'):
+            url = sqs.get_queue_url(QueueName=url)["QueueUrl"]
     with aws.translated("sqs", "GetQueueAttributes", f"SQS queue {url}"):
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return (f"{attrs.get('ApproximateNumberOfMessages', '?')} visible, "

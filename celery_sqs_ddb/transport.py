@@ -181,6 +181,23 @@ class Channel(SQS.Channel):
     _housekeeper: Housekeeper | None = None
     _closing = False
 
+    def _validate_predifined_queues(self) -> None:
+        """Resolve queue and dead-letter names given without a URL (once), then kombu's checks."""
+        for name, entry in self.predefined_queues.items():
+            if not entry.get("url"):
+                entry["url"] = self._queue_url(name)
+            dlq = entry.get("dead_letter_url")
+            if dlq and "://" not in dlq:
+                entry["dead_letter_url"] = self._queue_url(dlq)
+        super()._validate_predifined_queues()
+
+    def _queue_url(self, name: str) -> str:
+        from . import aws
+
+        with aws.translated("sqs", "GetQueueUrl", f"SQS queue '{name}' (region {self.region})",
+                            hint='run "celery -A app sqs-ddb create-queue"'):
+            return self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
+
     @cached_property
     def options(self) -> TransportOptions:
         return TransportOptions.from_options(self.transport_options)

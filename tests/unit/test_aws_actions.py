@@ -30,6 +30,8 @@ def called_actions() -> dict[str, set[str]]:
                 found.setdefault(service, set()).add(operation)
     for service, actions in INHERITED.items():
         found.setdefault(service, set()).update(actions)
+    if "/task-protection/v1/state" in source:  # the ECS agent endpoint, authorized as this action
+        found.setdefault("ecs", set()).add("UpdateTaskProtection")
     return found
 
 

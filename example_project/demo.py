@@ -1,0 +1,177 @@
+"""``make demo``: the whole system on this machine, with a local moto server as AWS.
+
+Starts a moto server (the embedded default AWS), creates the queue, dead-letter queue, table
+and bucket through the package's CLI, starts a worker and the web app, submits a few jobs,
+prints the URL and the job board's counts, and stops everything on Ctrl-C.
+
+Against real AWS: set ``DEMO_AWS=1`` plus ``AWS_REGION`` (and ``DEMO_QUEUE``, ``DEMO_TABLE``,
+``DEMO_BUCKET`` if you want other names); credentials come from your usual AWS profile. The
+resources are created if missing (you pay for what you use: on-demand table, SQS requests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".demo"
+APP = "example_project.tasks"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_environment(endpoint: str | None) -> dict[str, str]:
+    """The environment every demo process shares (docker-compose.yml uses the same)."""
+    env = {
+        "AWS_REGION": os.environ.get("AWS_REGION", "eu-west-1"),
+        "DEMO_QUEUE": os.environ.get("DEMO_QUEUE", "digits-jobs.fifo"),
+        "DEMO_DLQ": os.environ.get("DEMO_DLQ", "digits-jobs-dlq.fifo"),
+        "DEMO_TABLE": os.environ.get("DEMO_TABLE", "digits-results"),
+        "DEMO_BUCKET": os.environ.get("DEMO_BUCKET", "digits-payloads"),
+    }
+    if endpoint:
+        env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                   DEMO_WAIT_SECONDS="2")
+    return env
+
+
+def services(web_port: int) -> dict[str, list[str]]:
+    """The long-running processes, by the names docker-compose.yml gives them."""
+    return {
+        "worker": ["celery", "-A", APP, "worker", "--loglevel", "INFO", "--concurrency", "2"],
+        "web": ["python", "-m", "example_project.web"],
+    }
+
+
+def setup_commands() -> list[list[str]]:
+    """Create the AWS resources (idempotent), through the package's CLI."""
+    return [
+        ["celery", "-A", APP, "sqs-ddb", "create-table"],
+        ["celery", "-A", APP, "sqs-ddb", "create-queue", "${DEMO_QUEUE}", "--dead-letter", "${DEMO_DLQ}"],
+        ["celery", "-A", APP, "sqs-ddb", "create-bucket", "${DEMO_BUCKET}"],
+    ]
+
+
+def _expand(command: list[str], env: dict[str, str]) -> list[str]:
+    out = [os.path.expandvars(part) if "${" in part else part for part in command]
+    for key, value in env.items():
+        out = [part.replace("${" + key + "}", value) for part in out]
+    if out[0] in ("celery", "python"):
+        out = [sys.executable, "-m", "celery", *out[1:]] if out[0] == "celery" else [sys.executable, *out[1:]]
+    return out
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process serving it exited ({process.returncode}); see {STATE}/*.log")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout:.0f} s") from None
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+
+def main() -> int:
+    STATE.mkdir(exist_ok=True)
+    processes: list[tuple[str, subprocess.Popen]] = []
+    use_aws = os.environ.get("DEMO_AWS") == "1"
+
+    def start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(STATE / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(command, env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        processes.append((name, proc))
+        return proc
+
+    def stop_all(*_: Any) -> None:
+        for name, proc in reversed(processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(processes):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            print(f"stopped {name}")
+
+    try:
+        endpoint = None
+        if not use_aws:
+            port = free_port()
+            endpoint = f"http://127.0.0.1:{port}"
+            moto = start("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                         dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"))
+            wait_http(f"{endpoint}/moto-api/", 30, moto)
+            print(f"moto server (local AWS) on {endpoint}")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **base_environment(endpoint))
+        for command in setup_commands():
+            done = subprocess.run(_expand(command, env), env=env, cwd=str(ROOT), capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stdout + done.stderr, file=sys.stderr)
+                raise RuntimeError(f"{' '.join(command)} failed")
+            print("  " + done.stdout.strip().splitlines()[-1])
+        web_port = int(os.environ.get("DEMO_WEB_PORT") or free_port())
+        env["DEMO_WEB_PORT"] = str(web_port)
+        for name, command in services(web_port).items():
+            start(name, _expand(command, env), env)
+        url = f"http://127.0.0.1:{web_port}"
+        wait_http(f"{url}/api/samples", 60, processes[-1][1])
+        print(f"worker started (log: {STATE / 'worker.log'})")
+        submit_jobs(url)
+        print(f"\nOpen {url} (submit digits) and {url}/jobs (job board). Ctrl-C stops everything.")
+        while all(proc.poll() is None for _, proc in processes):
+            time.sleep(5)
+            print("job board:", json.loads(urllib.request.urlopen(f"{url}/api/counts").read()))
+        failed = [name for name, proc in processes if proc.poll() is not None]
+        print(f"stopped unexpectedly: {', '.join(failed)}; see {STATE}/*.log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping …")
+        return 0
+    finally:
+        stop_all()
+
+
+def submit_jobs(url: str) -> None:
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(request).read())
+
+    samples = json.loads(urllib.request.urlopen(f"{url}/api/samples").read())
+    for sample in samples[:3]:
+        job = post("/api/predict", {"image": sample["image"]})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = json.loads(urllib.request.urlopen(f"{url}/api/jobs/{job['task_id']}").read())
+            if state["state"] in ("SUCCESS", "FAILURE"):
+                break
+            time.sleep(0.1)
+        print(f"  predict(digit {sample['label']}) -> {state.get('result') or state.get('error')}")
+    batch = post("/api/batch", {"count": 20, "bad": 2, "long": True})
+    print(f"  submit_many: {len(batch['task_ids'])} jobs (2 invalid on purpose) + 1 long job with progress")
+    time.sleep(2)
+    print("job board:", json.loads(urllib.request.urlopen(f"{url}/api/counts").read()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
