@@ -90,7 +90,12 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None)
             pause = min(pause * 1.5, 0.5)
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` or a CI timeout stops as cleanly as Ctrl-C
     STATE.mkdir(exist_ok=True)
     processes: list[tuple[str, subprocess.Popen]] = []
     use_aws = os.environ.get("DEMO_AWS") == "1"

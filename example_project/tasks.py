@@ -5,7 +5,8 @@ once per machine, and cached in ``example_project/.model``. Configuration comes 
 environment so the same image runs under ``make demo``, docker-compose and ECS:
 
 - ``AWS_REGION`` (default eu-west-1) and, locally, ``AWS_ENDPOINT_URL`` (the moto server);
-- ``DEMO_QUEUE`` / ``DEMO_QUEUE_URL`` / ``DEMO_DLQ_URL``: the SQS queue and its dead-letter queue;
+- ``DEMO_QUEUE`` / ``DEMO_QUEUE_URL``, ``DEMO_DLQ`` / ``DEMO_DLQ_URL``: the SQS queue and its
+  dead-letter queue (names are resolved to URLs once per process);
 - ``DEMO_TABLE``: the DynamoDB results table; ``DEMO_BUCKET``: the payload bucket (optional).
 """
 
@@ -35,7 +36,7 @@ def make_app() -> Celery:
     app = Celery("example_project")
     app.conf.update(celery_sqs_ddb.broker_settings(
         queues, region=region, endpoint_url=endpoint,
-        dead_letter_queue=env.get("DEMO_DLQ_URL") or None,
+        dead_letter_queue=env.get("DEMO_DLQ_URL") or env.get("DEMO_DLQ") or None,
         s3_bucket=env.get("DEMO_BUCKET") or None,
         visibility_timeout=int(env.get("DEMO_VISIBILITY_TIMEOUT", "60")),
         wait_time_seconds=int(env.get("DEMO_WAIT_SECONDS", "20")),
@@ -44,6 +45,9 @@ def make_app() -> Celery:
     app.conf.result_backend = f"ddb://{env.get('DEMO_TABLE', 'digits-results')}?{query}"
     app.conf.result_extended = True
     app.conf.result_expires = int(env.get("DEMO_RESULT_EXPIRES", str(2 * 86400)))
+    # The job board lists queued jobs, and the web API tells a queued job from an unknown id:
+    # one QUEUED row per delay() (one more write per task; submit_many writes them in batches).
+    app.conf.sqs_ddb_track_queued = True
     celery_sqs_ddb.configure(app)
     return app
 
@@ -57,13 +61,15 @@ _model_lock = threading.Lock()
 def train(seed: int = 0) -> tuple[Any, float]:
     """Fit the classifier on 75 % of the digits; return (model, accuracy on the held-out 25 %)."""
     from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
-    from sklearn.svm import SVC
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
         digits.data, digits.target, test_size=0.25, random_state=seed, stratify=digits.target)
-    model = SVC(gamma=0.001, C=10.0, probability=True, random_state=seed).fit(x_train, y_train)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)).fit(x_train, y_train)
     return model, float(model.score(x_test, y_test))
 
 
@@ -74,7 +80,7 @@ def model() -> Any:
         if _model is None:
             import joblib
 
-            path = MODEL_DIR / "digits-svc.joblib"
+            path = MODEL_DIR / "digits-logreg.joblib"
             if path.exists():
                 _model = joblib.load(path)
             else:

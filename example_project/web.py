@@ -82,7 +82,7 @@ def create_app() -> Flask:
         if picture.width * picture.height > 1024 * 1024:
             raise BadRequest("image too large: at most 1024x1024 pixels")
         gray = ImageOps.invert(picture.convert("L")).resize((8, 8), Image.Resampling.BOX)
-        return [round(v / 255 * tasks.MAX_PIXEL) for v in gray.getdata()]
+        return [round(v / 255 * tasks.MAX_PIXEL) for v in gray.tobytes()]
 
     @web.post("/api/batch")
     def api_batch() -> Any:

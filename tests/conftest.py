@@ -200,7 +200,7 @@ class Worker:
         self.name = name
         self.log_path = ARTIFACTS / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
-        full_env = dict(os.environ, PYTHONPATH=str(ROOT), **{k: str(v) for k, v in env.items()})
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **{k: str(v) for k, v in env.items()}}
         args = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info"]
         if concurrency:  # 0: no -c, let the worker decide (e.g. from the ECS task's CPU)
             args += ["-c", str(concurrency)]
