@@ -39,6 +39,12 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m example_project.demo
 
+## make chaos: the chaos suite at full size (300 tasks per scenario), then its report table
+chaos: $(STAMP)
+	rm -f test-artifacts/chaos.json
+	CHAOS_TASKS=300 $(PY) -m pytest tests/chaos
+	$(PY) -m tests.chaos.report
+
 ## make bench: side-by-side with stock Celery (SQS + dynamodb://); writes docs/benchmarks.md
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -21,17 +21,20 @@ def broker_settings(
     wait_time_seconds: int = 20,
     soft_shutdown_timeout: float = 100.0,
     prefetch_multiplier: int = 1,
+    retry_attempts: int = 8,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Celery settings for SQS in production, for ``app.conf.update(...)``.
 
     ``queues`` are queue names (each process resolves them to URLs once, with GetQueueUrl, when
-    it first connects) or a mapping of name to URL. This function makes no AWS call. The first queue is the default queue. FIFO queues end in
+    it first connects) or a mapping of name to URL. This function makes no AWS call. The first
+    queue is the default queue. FIFO queues end in
     ``.fifo``; ``fifo=True`` checks that they all do. ``dead_letter_queue`` (name or URL) is
     where poison messages go. ``s3_bucket`` enables the claim-check for large messages and
     results. ``prefetch_multiplier`` stays 1 for long tasks (a held message blocks no other
-    worker); raise it for many short tasks so one ReceiveMessage returns up to 10. Keys given
-    in ``overrides`` replace the computed ones.
+    worker); raise it for many short tasks so one ReceiveMessage returns up to 10.
+    ``retry_attempts`` is botocore's attempts per SQS call (standard retry mode). Keys given in
+    ``overrides`` replace the computed ones.
     """
     names = list(queues.keys() if isinstance(queues, Mapping) else queues)
     if not names:
@@ -62,6 +65,8 @@ def broker_settings(
         "wait_time_seconds": int(wait_time_seconds),
         "polling_interval": 0,
         "sqs_base64_encoding": False,
+        # botocore's standard retry mode (throttling, 5xx, connection errors) for every SQS call
+        "client-config": {"retries": {"mode": "standard", "total_max_attempts": int(retry_attempts)}},
     }
     if region:
         transport_options["region"] = region

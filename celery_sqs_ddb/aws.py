@@ -76,7 +76,8 @@ def client(service: str, region: str | None, endpoint_url: str | None = None,
 
     Credentials come from boto3's chain (IAM role, environment, profile), never from code.
     """
-    key = (os.getpid(), service, region, endpoint_url, retry_mode, max_attempts, read_timeout)
+    identity = (os.environ.get("AWS_PROFILE"), os.environ.get("AWS_ACCESS_KEY_ID"))  # env switches creds
+    key = (os.getpid(), service, region, endpoint_url, retry_mode, max_attempts, read_timeout, identity)
     cache = getattr(_local, "clients", None)
     if cache is None:
         cache = _local.clients = {}

@@ -386,6 +386,8 @@ class Channel(SQS.Channel):
         return [p for p in out if p is not None]
 
     def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> int:
+        if not isinstance(messages, dict):  # kombu's async client answers a 5xx/timeout with []
+            raise ConnectionError(f"ReceiveMessage on {queue} got no response (server error or timeout)")
         msgs = messages.get("Messages")
         if not msgs:
             return 0
@@ -411,9 +413,31 @@ class Channel(SQS.Channel):
         if queue not in self._active_queues:
             return
         if self.qos.can_consume():
-            self._get_bulk_async(queue, callback=SQS.promise(self._loop1, (queue,)))
+            done = SQS.promise(self._loop1, (queue,), on_error=SQS.promise(self._receive_failed, (queue,)))
+            self._get_bulk_async(queue, callback=done)
         else:
             self._waiting_for_room.add(queue)
+
+    def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
+        q_url = self._new_queue(queue)
+        qname = self.canonical_queue_name(queue)
+        on_ready = SQS.transform(self._on_messages_ready, callback, q_url, queue)
+        # kombu's client throws into this promise on a 4xx (throttling); without an error
+        # handler here the exception reaches the event loop and stops the worker.
+        on_ready.on_error = SQS.promise(self._receive_failed, (queue,))
+        return self._get_from_sqs(queue_name=qname, queue_url=q_url, count=count,
+                                  connection=self.asynsqs(queue=qname), callback=on_ready)
+
+    def _receive_failed(self, queue: str, *args: Any) -> None:
+        """A failed ReceiveMessage (throttling, 5xx, network): log, then poll again in a second.
+
+        kombu's async client raises on 4xx and hands a list on 5xx; either used to end in an
+        ``Unrecoverable error`` that stopped the worker.
+        """
+        exc = next((a for a in reversed(args) if isinstance(a, BaseException)), None)  # vine passes it last
+        logger.warning("ReceiveMessage on %s failed (%s); polling again in 1 s", queue, exc)
+        if self.hub is not None and not self._closing:
+            self.hub.call_later(1.0, self._schedule_queue, queue)
 
     @cached_property
     def _waiting_for_room(self) -> set[str]:
@@ -565,11 +589,9 @@ class Channel(SQS.Channel):
 
     def close(self) -> None:
         self._closing = True
-        try:
-            super().close()  # restores unacked messages through _put (visibility 0 now)
-        finally:
-            if self._housekeeper is not None:
-                self._housekeeper.stop()
+        if self._housekeeper is not None:
+            self._housekeeper.stop()  # last batched deletes, while the connection still exists
+        super().close()  # restores unacked messages through _put (visibility 0 now)
 
 
 class Transport(SQS.Transport):

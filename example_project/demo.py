@@ -108,7 +108,7 @@ def main() -> int:
         return proc
 
     def stop_all(*_: Any) -> None:
-        for name, proc in reversed(processes):
+        for _, proc in reversed(processes):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for name, proc in reversed(processes):

@@ -3,8 +3,9 @@
 Counts AWS calls by service and action: JSON-protocol calls by their X-Amz-Target header
 (``DynamoDB_20120810.GetItem``, ``AmazonSQS.SendMessage``), query-protocol calls by the
 ``Action`` parameter, and S3 calls by HTTP method. ``GET /__counts`` returns the counts,
-``POST /__reset`` clears them, ``POST /__faults?rate=0.1&seed=1&codes=throttle,500`` turns
-on seeded fault injection.
+``POST /__reset`` clears them, ``POST /__faults?rate=0.1&seed=1`` turns on seeded fault
+injection (half throttling errors, half 500s, on DynamoDB and SQS calls). Requests signed with
+the access key ``WRONGKEY`` are refused as AWS refuses bad credentials.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class Proxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 key, service = proxy.classify(self.command, self.path, self.headers, body)
+                if "Credential=WRONGKEY" in (self.headers.get("Authorization") or ""):
+                    with proxy.lock:
+                        proxy.counts[key] += 1
+                    return self._reply(400, "application/x-amz-json-1.0",
+                                       b'{"__type":"UnrecognizedClientException",'
+                                       b'"message":"The security token included in the request is invalid."}')
                 with proxy.lock:
                     proxy.counts[key] += 1
                     inject = service in THROTTLE_BODY and proxy.fault_rate and proxy.random.random() < proxy.fault_rate
