@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,55 +60,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, message: str, inter
 
 # --------------------------------------------------------------------------- moto server
 
-
-class MotoServer:
-    """``python -m moto.server`` on a free loopback port, with a counting proxy in front."""
-
-    def __init__(self) -> None:
-        from tests.fakes.aws_proxy import Proxy
-
-        self.port = free_port()
-        self.log = open(ARTIFACTS / "moto_server.log", "w")  # noqa: SIM115
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        self.direct_url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited: {(ARTIFACTS / 'moto_server.log').read_text()}")
-            try:
-                urllib.request.urlopen(f"{self.direct_url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("moto server did not start within 30 s") from None
-                time.sleep(0.1)
-        self.proxy = Proxy(self.port)
-        self.proxy.start()
-        self.url = f"http://127.0.0.1:{self.proxy.port}"
-
-    def counts(self) -> dict[str, int]:
-        with urllib.request.urlopen(f"{self.url}/__counts") as response:
-            return json.loads(response.read())["counts"]
-
-    def reset_counts(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/__reset", method="POST")).read()
-
-    def faults(self, rate: float, seed: int = 0) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/__faults?rate={rate}&seed={seed}",
-                                                      method="POST")).read()
-
-    def stop(self) -> None:
-        self.proxy.stop()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
+from tests.fakes.moto_server import MotoServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

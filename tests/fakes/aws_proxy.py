@@ -83,8 +83,11 @@ class Proxy:
                     return self._reply(400, "application/x-amz-json-1.0",
                                        b'{"__type":"UnrecognizedClientException",'
                                        b'"message":"The security token included in the request is invalid."}')
+                items = proxy.batch_items(key, body)
                 with proxy.lock:
                     proxy.counts[key] += 1
+                    if items:
+                        proxy.counts[f"{key}#items"] += items
                     inject = service in THROTTLE_BODY and proxy.fault_rate and proxy.random.random() < proxy.fault_rate
                     if inject:
                         proxy.faults_injected += 1
@@ -111,12 +114,35 @@ class Proxy:
                 self.wfile.write(data)
                 conn.close()
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+            def _forward_quietly(self) -> None:
+                try:
+                    self._forward()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away (a worker stopping mid long poll)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward_quietly
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def batch_items(key: str, body: bytes) -> int:
+        """Keys read or items written by one DynamoDB/SQS batch call (for request-unit costs)."""
+        if key not in ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "sqs:SendMessageBatch",
+                       "sqs:DeleteMessageBatch", "sqs:ChangeMessageVisibilityBatch"):
+            return 0
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return 0
+        if "Entries" in payload:
+            return len(payload["Entries"])
+        total = 0
+        for request in (payload.get("RequestItems") or {}).values():
+            total += len(request["Keys"]) if isinstance(request, dict) else len(request)
+        return total
 
     @staticmethod
     def classify(method: str, path: str, headers: object, body: bytes) -> tuple[str, str]:
