@@ -47,6 +47,7 @@ chaos: $(STAMP)
 
 ## make bench: side-by-side with stock Celery (SQS + dynamodb://); writes docs/benchmarks.md
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,example,bench]"
 	$(PY) -m benchmarks.run
 
 clean:
