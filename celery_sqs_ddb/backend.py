@@ -313,7 +313,7 @@ class DynamoDBBackend(BaseBackend):
                 schema.UPDATED_AT: now,
                 schema.DATE_DONE: now,
                 schema.RESULT: self._encode_value(self.prepare_exception(
-                    celery_states_revoked_error(reason))),
+                    _revoked_error(reason))),
                 schema.EXPIRES_AT: self._expires_at(),
             }
             if self._update(task_id, sets, _NOT_TERMINAL, dict(_TERMINAL_VALUES)) is None:
@@ -661,7 +661,7 @@ class DynamoDBBackend(BaseBackend):
         return super().__reduce__(args, {"url": self.url, **(kwargs or {})})
 
 
-def celery_states_revoked_error(reason: str) -> BaseException:
+def _revoked_error(reason: str) -> BaseException:
     from celery.exceptions import TaskRevokedError
 
     return TaskRevokedError(reason)

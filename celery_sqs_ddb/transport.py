@@ -573,6 +573,18 @@ class Channel(SQS.Channel):
                          message.get("MessageId"), url, dlq, reason)
         self.delete_batch(queue_name, url, [(message["ReceiptHandle"], None)])
 
+    def forget_delivery(self, delivery_tag: str) -> None:
+        """Drop a delivery from the prefetch window without deleting it (after a release)."""
+        if self._housekeeper is not None:
+            try:
+                receipt = self.qos.get(delivery_tag).delivery_info["sqs_message"]["ReceiptHandle"]
+            except KeyError:
+                receipt = None
+            if receipt:
+                self._housekeeper.forget(receipt)
+        self.qos.ack(delivery_tag)
+        self._wake()
+
     def dead_letter_delivery(self, delivery_tag: str, reason: str) -> bool:
         """Dead-letter a message Celery already received (unknown task, invalid message)."""
         try:
