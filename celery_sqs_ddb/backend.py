@@ -108,10 +108,10 @@ class DynamoDBBackend(BaseBackend):
             raw = raw.value
         return self.decode(raw)
 
-    def _store_big(self, task_id: str, field: str, data: str | bytes) -> tuple[str, Any]:
-        """Return (attribute, value): inline, or an S3 pointer if over the threshold."""
+    def _store_big(self, task_id: str, field: str, data: str | bytes, budget: int | None = None) -> tuple[str, Any]:
+        """Return (attribute, value): inline, or an S3 pointer if over the threshold (or ``budget``)."""
         size = len(data.encode("utf-8") if isinstance(data, str) else data)
-        if size <= self.settings.result_s3_threshold:
+        if size <= min(self.settings.result_s3_threshold, budget if budget is not None else size):
             return field, data
         if self.payloads is None:
             raise ResultTooLarge(
@@ -208,7 +208,14 @@ class DynamoDBBackend(BaseBackend):
             sets[attr] = value
             removes = [schema.RESULT if attr != schema.RESULT else schema.RESULT_S3]
             if traceback:
-                tb_attr, tb_value = self._store_big(task_id, schema.TRACEBACK, traceback)
+                # result and traceback share one item: together they stay under the threshold
+                used = len(value) if attr == schema.RESULT else 0
+                budget = max(1_024, self.settings.result_s3_threshold - used)
+                if self.payloads is None and len(traceback.encode("utf-8")) > budget:
+                    # without a bucket a failure must still be recorded: keep the traceback's end
+                    traceback = "... (traceback truncated; set sqs_ddb_s3_bucket to keep it whole)\n" + \
+                        traceback.encode("utf-8")[-(budget - 100):].decode("utf-8", "ignore")
+                tb_attr, tb_value = self._store_big(task_id, schema.TRACEBACK, traceback, budget)
                 sets[tb_attr] = tb_value
             children = self.current_task_children(request)
             if children:
@@ -250,7 +257,8 @@ class DynamoDBBackend(BaseBackend):
             return result
         # PROGRESS and other custom states: update status and meta only; the index keys and
         # projected attributes stay as they are, so this write costs no index write.
-        sets = {schema.STATUS: state, schema.RESULT: self._encode_value(result)}
+        attr, value = self._store_big(task_id, schema.RESULT, self._encode_value(result))
+        sets = {schema.STATUS: state, attr: value}
         current = self._update(task_id, sets, _NOT_TERMINAL, dict(_TERMINAL_VALUES))
         if current is not None:
             logger.debug("Ignored %s for task %s: already %s", state, task_id, current.get(schema.STATUS))

@@ -340,3 +340,12 @@ def test_client_retry_configuration(aws):
     backend = make_app(sqs_ddb_retry_mode="adaptive", sqs_ddb_max_attempts=7).backend
     retries = backend.client.meta.config.retries
     assert retries["mode"] == "adaptive" and retries["total_max_attempts"] == 7
+
+
+def test_huge_traceback_without_bucket_is_truncated_not_lost(backend):
+    backend.store_result("tb", ValueError("deep"), states.FAILURE, traceback="x" * 500_000 + "\nValueError: deep",
+                         request=Request("tb"))
+    meta = backend.get_task_meta("tb")
+    assert meta["status"] == "FAILURE" and isinstance(meta["result"], ValueError)
+    assert meta["traceback"].startswith("... (traceback truncated; set sqs_ddb_s3_bucket")
+    assert meta["traceback"].endswith("ValueError: deep") and len(meta["traceback"]) < 360_000
