@@ -452,27 +452,37 @@ class DynamoDBBackend(BaseBackend):
         Polls adaptively (tens of ms first, then up to ``sqs_ddb_poll_max_interval``);
         Celery's fixed ``interval`` is not used as a pause.
         """
-        ids = set(str(t) for t in task_ids)
+        ids = list(dict.fromkeys(str(t) for t in task_ids))
         for task_id in list(ids):
             cached = self._cache.get(task_id)
             if cached is not None and cached["status"] in READY_STATES:
-                ids.discard(task_id)
+                ids.remove(task_id)
                 yield task_id, cached
         deadline = None if timeout is None else time.monotonic() + timeout
         pauses = backoff_intervals(ceiling=self.settings.poll_max_interval)
         iterations = 0
-        while ids:
-            items = self.batch_get(ids)
-            for task_id, item in items.items():
-                meta = self._meta_from_item(item)
-                if meta["status"] in READY_STATES:
-                    ids.discard(task_id)
+        pending = list(ids)
+        while pending:
+            # One BatchGetItem of at most 100 pending ids per round: a large group is not re-read
+            # whole on every poll (read units and latency stay flat as the group grows).
+            window = pending[:100]
+            items = self.batch_get(window)
+            ready = []
+            for task_id in window:
+                item = items.get(task_id)
+                meta = self._meta_from_item(item) if item else None
+                if meta is not None and meta["status"] in READY_STATES:
+                    ready.append(task_id)
                     self._cache[task_id] = meta
                     if on_message is not None:
                         on_message(meta)
                     yield task_id, meta
-            if not ids:
+            done = set(ready)
+            pending = [t for t in pending if t not in done]
+            if not pending:
                 break
+            if len(ready) == len(window):
+                continue  # the whole window was ready: read the next one at once
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"Operation timed out ({timeout})")
             if on_interval:

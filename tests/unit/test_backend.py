@@ -349,3 +349,18 @@ def test_huge_traceback_without_bucket_is_truncated_not_lost(backend):
     assert meta["status"] == "FAILURE" and isinstance(meta["result"], ValueError)
     assert meta["traceback"].startswith("... (traceback truncated; set sqs_ddb_s3_bucket")
     assert meta["traceback"].endswith("ValueError: deep") and len(meta["traceback"]) < 360_000
+
+
+def test_waiting_on_a_large_group_reads_one_window_per_poll(backend, monkeypatch):
+    ids = [f"w-{i}" for i in range(250)]
+    backend.queue_rows((i, "tests.add", "q") for i in ids)
+    for task_id in ids[:150]:
+        backend.store_result(task_id, 1, states.SUCCESS, request=Request(task_id))
+    keys_per_call = []
+    backend.client.meta.events.register(
+        "provide-client-params.dynamodb.BatchGetItem",
+        lambda params, **kw: keys_per_call.append(len(params["RequestItems"]["jobs"]["Keys"])))
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    got = [task_id for task_id, _ in backend.get_many(ids, max_iterations=3)]
+    assert got == ids[:150]  # the ready ones come back, in order
+    assert keys_per_call == [100, 100, 100, 100]  # one window per round, never all 250 pending
