@@ -160,13 +160,14 @@ def test_unserializable_result_fails_with_clear_error(running):
 def test_expired_result_reads_as_pending(stack, workers, monkeypatch):
     from tests.conftest import make_client_app
 
-    app = make_client_app(stack, monkeypatch, TEST_RESULT_EXPIRES=1)
-    workers(stack.env(TEST_RESULT_EXPIRES=1)).wait_ready()
+    app = make_client_app(stack, monkeypatch, TEST_RESULT_EXPIRES=5)
+    workers(stack.env(TEST_RESULT_EXPIRES=5)).wait_ready()
     result = app.tasks["tests.add"].delay(1, 2)
     assert result.get(timeout=30) == 3
     stored = stack.item(result.id)
     assert stored["status"] == "SUCCESS"  # still in the table (TTL deletes lazily) ...
-    time.sleep(1.5)
+    time.sleep(max(0.0, stored["expires_at"] - time.time()) + 1.1)
+    assert stack.item(result.id)["status"] == "SUCCESS"
     fresh = app.AsyncResult(result.id)
     assert fresh.state == states.PENDING  # ... but reads treat it as missing
 
