@@ -113,13 +113,13 @@ def _predict(values: list[float]) -> dict[str, Any]:
     return {"digit": digit, "confidence": round(float(probabilities.max()), 4)}
 
 
-@app.task(name="digits.predict")
+@app.task(name="digits.predict", shared=False)  # one app per process: not a shared task
 def predict(image: list[float]) -> dict[str, Any]:
     """Classify one 8x8 digit (milliseconds). Bad input fails with a clear ValueError."""
     return _predict(validate(image))
 
 
-@app.task(bind=True, name="digits.predict_batch")
+@app.task(bind=True, name="digits.predict_batch", shared=False)
 def predict_batch(self: Any, images: list[list[float]], seconds_per_image: float = 0.25) -> list[dict[str, Any]]:
     """Classify many digits, reporting PROGRESS ({done, total}) as it goes."""
     checked = [validate(image) for image in images]
