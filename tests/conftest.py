@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +18,11 @@ import boto3
 import pytest
 
 from celery_sqs_ddb import schema
+from tests.fakes.moto_server import ARTIFACTS, MotoServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
-ARTIFACTS = ROOT / "test-artifacts"
+__all__ = ["ARTIFACTS", "MotoServer", "free_port"]  # used by the test modules through this one
 
 
 @pytest.fixture(autouse=True)
@@ -36,12 +36,6 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
@@ -59,8 +53,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float, message: str, inter
 
 
 # --------------------------------------------------------------------------- moto server
-
-from tests.fakes.moto_server import MotoServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
