@@ -454,25 +454,32 @@ class Channel(SQS.Channel):
 
     # ------------------------------------------------------------- ack / reject
 
-    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+    def _held(self, delivery_tag: str) -> dict[str, Any] | None:
+        """The delivery info of a message this channel holds from SQS (None if it holds none)."""
         try:
             info = self.qos.get(delivery_tag).delivery_info
-            receipt = info["sqs_message"]["ReceiptHandle"]
-            url = info["sqs_queue"]
         except KeyError:
+            return None
+        return info if "sqs_message" in info and "sqs_queue" in info else None
+
+    def _forget_heartbeat(self, info: dict[str, Any]) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.forget(info["sqs_message"]["ReceiptHandle"])
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        info = self._held(delivery_tag)
+        if info is None:
             return virtual.Channel.basic_ack(self, delivery_tag, multiple)
         queue = info.get("sqs_queue_name") or self.canonical_queue_name(info.get("routing_key") or "")
-        self.housekeeper.ack(queue, url, receipt, info.get("sqs_claim_check"))
+        self.housekeeper.ack(queue, info["sqs_queue"], info["sqs_message"]["ReceiptHandle"],
+                             info.get("sqs_claim_check"))
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
         self._wake()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        try:
-            receipt = self.qos.get(delivery_tag).delivery_info["sqs_message"]["ReceiptHandle"]
-        except KeyError:
-            receipt = None
-        if receipt and self._housekeeper is not None:
-            self._housekeeper.forget(receipt)
+        info = self._held(delivery_tag)
+        if info is not None:
+            self._forget_heartbeat(info)
         try:
             super().basic_reject(delivery_tag, requeue=requeue)
         finally:
@@ -518,24 +525,24 @@ class Channel(SQS.Channel):
         return gone
 
     def release(self, delivery_tags: list[str]) -> int:
-        """Make held, un-started messages visible again at once (visibility 0)."""
+        """Make held, un-started messages visible again at once (visibility 0) and drop them from
+        the prefetch window without deleting them, so a later close() does not hide them again."""
         by_queue: dict[tuple[str, str], list[str]] = defaultdict(list)
+        held = []
         for tag in delivery_tags:
-            try:
-                info = self.qos.get(tag).delivery_info
-            except KeyError:
+            info = self._held(tag)
+            if info is None:
                 continue
-            receipt = info["sqs_message"]["ReceiptHandle"]
-            if self._housekeeper is not None:
-                self._housekeeper.forget(receipt)
-            by_queue[(info.get("sqs_queue_name") or "", info["sqs_queue"])].append(receipt)
-        released = 0
+            self._forget_heartbeat(info)
+            by_queue[(info.get("sqs_queue_name") or "", info["sqs_queue"])].append(info["sqs_message"]["ReceiptHandle"])
+            held.append(tag)
         for (queue, url), receipts in by_queue.items():
             for start in range(0, len(receipts), BATCH):
-                chunk = receipts[start:start + BATCH]
-                self.change_visibility_batch(queue or "", url, chunk, 0)
-                released += len(chunk)
-        return released
+                self.change_visibility_batch(queue or "", url, receipts[start:start + BATCH], 0)
+        for tag in held:
+            self.qos.ack(tag)
+        self._wake()
+        return len(held)
 
     # ------------------------------------------------------------- dead letters
 
@@ -573,28 +580,13 @@ class Channel(SQS.Channel):
                          message.get("MessageId"), url, dlq, reason)
         self.delete_batch(queue_name, url, [(message["ReceiptHandle"], None)])
 
-    def forget_delivery(self, delivery_tag: str) -> None:
-        """Drop a delivery from the prefetch window without deleting it (after a release)."""
-        if self._housekeeper is not None:
-            try:
-                receipt = self.qos.get(delivery_tag).delivery_info["sqs_message"]["ReceiptHandle"]
-            except KeyError:
-                receipt = None
-            if receipt:
-                self._housekeeper.forget(receipt)
-        self.qos.ack(delivery_tag)
-        self._wake()
-
     def dead_letter_delivery(self, delivery_tag: str, reason: str) -> bool:
         """Dead-letter a message Celery already received (unknown task, invalid message)."""
-        try:
-            info = self.qos.get(delivery_tag).delivery_info
-            sqs_message, url = info["sqs_message"], info["sqs_queue"]
-        except KeyError:
+        info = self._held(delivery_tag)
+        if info is None:
             return False
-        if self._housekeeper is not None:
-            self._housekeeper.forget(sqs_message["ReceiptHandle"])
-        self.dead_letter(sqs_message, url, info.get("sqs_queue_name") or "", reason)
+        self._forget_heartbeat(info)
+        self.dead_letter(info["sqs_message"], info["sqs_queue"], info.get("sqs_queue_name") or "", reason)
         virtual.Channel.basic_ack(self, delivery_tag)
         self._wake()
         return True

@@ -80,7 +80,6 @@ class SqsDdbStep(bootsteps.StartStopStep):
                 channel = _channel_of(message)
                 if channel is not None:
                     channel.release([message.delivery_tag])
-                    channel.forget_delivery(message.delivery_tag)
                     return None
                 message.reject(requeue=True)
                 return None
@@ -164,8 +163,6 @@ class SqsDdbStep(bootsteps.StartStopStep):
         self.received.clear()
         for channel, messages in by_channel.items():
             released = channel.release([m.delivery_tag for m in messages])
-            for message in messages:
-                channel.forget_delivery(message.delivery_tag)  # close() must not hide it again
             logger.info("Warm shutdown: released %d un-started message(s) for other workers", released)
 
     shutdown = stop
