@@ -100,6 +100,13 @@ def client(service: str, region: str | None, endpoint_url: str | None = None,
     return found
 
 
+def queue_url(sqs: Any, name: str, region: str | None = None) -> str:
+    """GetQueueUrl for a queue name, with the one clear error when it does not exist."""
+    where = f"SQS queue '{name}'" + (f" (region {region})" if region else "")
+    with translated("sqs", "GetQueueUrl", where, hint='run "celery -A app sqs-ddb create-queue"'):
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ClientError ('' for anything else)."""
     if isinstance(exc, ClientError):

@@ -167,9 +167,7 @@ def _check_table(app: Any, s: Settings) -> str:
 def _check_queue(app: Any, url: str) -> str:
     sqs = _client(app, "sqs")
     if "://" not in url:  # a name: resolve it as the worker will
-        hint = 'run "celery -A app sqs-ddb create-queue"'
-        with aws.translated("sqs", "GetQueueUrl", f"SQS queue '{url}'", hint=hint):
-            url = sqs.get_queue_url(QueueName=url)["QueueUrl"]
+        url = aws.queue_url(sqs, url)
     with aws.translated("sqs", "GetQueueAttributes", f"SQS queue {url}"):
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return (f"{attrs.get('ApproximateNumberOfMessages', '?')} visible, "

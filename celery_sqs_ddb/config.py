@@ -21,7 +21,6 @@ key                                 default      meaning
 ``sqs_ddb_s3_bucket``               None         bucket for results/messages over the thresholds
 ``sqs_ddb_s3_prefix``               "celery/"    key prefix inside that bucket
 ``sqs_ddb_result_s3_threshold``     350000       result/traceback bytes above which S3 is used
-``sqs_ddb_payload_s3_threshold``    1000000      message bytes above which S3 is used (≤ 1 MiB)
 ``sqs_ddb_retry_mode``              "standard"   botocore retry mode: standard or adaptive
 ``sqs_ddb_max_attempts``            5            botocore attempts per AWS call (1..20)
 ``sqs_ddb_poll_max_interval``       1.0          longest pause of ``get()``/``join()`` polling (s)
@@ -127,7 +126,6 @@ class Settings:
     s3_bucket: str | None = None
     s3_prefix: str = "celery/"
     result_s3_threshold: int = 350_000
-    payload_s3_threshold: int = 1_000_000
     retry_mode: str = "standard"
     max_attempts: int = 5
     poll_max_interval: float = 1.0
@@ -179,7 +177,6 @@ class Settings:
             "s3_bucket": _text,
             "s3_prefix": lambda k, v: "" if v is None else str(v),
             "result_s3_threshold": _int(1_024, 380_000),
-            "payload_s3_threshold": _int(1_024, SQS_MAX_MESSAGE_BYTES - 16_384),
             "retry_mode": _choice(*RETRY_MODES),
             "max_attempts": _int(1, 20),
             "poll_max_interval": _float(0.05, 30.0),

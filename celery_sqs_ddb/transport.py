@@ -194,9 +194,7 @@ class Channel(SQS.Channel):
     def _queue_url(self, name: str) -> str:
         from . import aws
 
-        with aws.translated("sqs", "GetQueueUrl", f"SQS queue '{name}' (region {self.region})",
-                            hint='run "celery -A app sqs-ddb create-queue"'):
-            return self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
+        return aws.queue_url(self.sqs(), name, self.region)
 
     @cached_property
     def options(self) -> TransportOptions:
