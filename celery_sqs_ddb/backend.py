@@ -111,7 +111,8 @@ class DynamoDBBackend(BaseBackend):
     def _store_big(self, task_id: str, field: str, data: str | bytes, budget: int | None = None) -> tuple[str, Any]:
         """Return (attribute, value): inline, or an S3 pointer if over the threshold (or ``budget``)."""
         size = len(data.encode("utf-8") if isinstance(data, str) else data)
-        if size <= min(self.settings.result_s3_threshold, budget if budget is not None else size):
+        limit = self.settings.result_s3_threshold if budget is None else min(budget, self.settings.result_s3_threshold)
+        if size <= limit:
             return field, data
         if self.payloads is None:
             raise ResultTooLarge(
@@ -121,6 +122,12 @@ class DynamoDBBackend(BaseBackend):
             )
         body = data.encode("utf-8") if isinstance(data, str) else data
         return f"{field}_s3", self.payloads.put(f"{task_id}/{field}", body, self.content_type)
+
+    def _indexed(self, state: str, task_id: str, now: str) -> dict[str, Any]:
+        """The attributes that place a task in the status index: status, its shard, updated_at."""
+        return {schema.STATUS: state,
+                schema.STATUS_SHARD: schema.status_shard(state, task_id, self.settings.status_shards),
+                schema.UPDATED_AT: now}
 
     def _expires_at(self) -> int | None:
         if self.settings.ttl and self.expires:
@@ -195,7 +202,6 @@ class DynamoDBBackend(BaseBackend):
                       request: Any = None, **kwargs: Any) -> Any:
         task_id = str(task_id)
         now = utcnow()
-        shards = self.settings.status_shards
         if state in states.TERMINAL or state == states.RETRY:
             sets = self._request_fields(request)
             try:
@@ -221,9 +227,7 @@ class DynamoDBBackend(BaseBackend):
             if children:
                 sets[schema.CHILDREN] = self._encode_value(children)
             sets.update({
-                schema.STATUS: state,
-                schema.STATUS_SHARD: schema.status_shard(state, task_id, shards),
-                schema.UPDATED_AT: iso(now),
+                **self._indexed(state, task_id, iso(now)),
                 schema.EXPIRES_AT: self._expires_at(),
             })
             values = dict(_TERMINAL_VALUES)
@@ -243,9 +247,7 @@ class DynamoDBBackend(BaseBackend):
             # Written by task_track_started / mark_as_started; the worker's claim usually did it.
             sets = self._request_fields(request)
             sets.update({
-                schema.STATUS: state,
-                schema.STATUS_SHARD: schema.status_shard(state, task_id, shards),
-                schema.UPDATED_AT: iso(now),
+                **self._indexed(state, task_id, iso(now)),
                 schema.STARTED_AT: iso(now),
                 schema.EXPIRES_AT: self._expires_at(),
             })
@@ -275,9 +277,7 @@ class DynamoDBBackend(BaseBackend):
         """
         now = iso(utcnow())
         sets = {
-            schema.STATUS: states.STARTED,
-            schema.STATUS_SHARD: schema.status_shard(states.STARTED, task_id, self.settings.status_shards),
-            schema.UPDATED_AT: now,
+            **self._indexed(states.STARTED, task_id, now),
             schema.STARTED_AT: now,
             schema.TASK_NAME: task_name,
             schema.WORKER: worker,
@@ -316,9 +316,7 @@ class DynamoDBBackend(BaseBackend):
         for task_id in ids:
             now = iso(utcnow())
             sets = {
-                schema.STATUS: states.REVOKED,
-                schema.STATUS_SHARD: schema.status_shard(states.REVOKED, task_id, self.settings.status_shards),
-                schema.UPDATED_AT: now,
+                **self._indexed(states.REVOKED, task_id, now),
                 schema.DATE_DONE: now,
                 schema.RESULT: self._encode_value(self.prepare_exception(
                     _revoked_error(reason))),
@@ -339,9 +337,7 @@ class DynamoDBBackend(BaseBackend):
         for task_id, task_name, queue in rows:
             item = {
                 schema.TASK_ID: task_id,
-                schema.STATUS: states.QUEUED,
-                schema.STATUS_SHARD: schema.status_shard(states.QUEUED, task_id, self.settings.status_shards),
-                schema.UPDATED_AT: now,
+                **self._indexed(states.QUEUED, task_id, now),
                 schema.CREATED_AT: now,
                 schema.TASK_NAME: task_name,
                 schema.QUEUE: queue,
@@ -364,9 +360,7 @@ class DynamoDBBackend(BaseBackend):
         if self.settings.track_queued:
             now = iso(utcnow())
             sets = {
-                schema.STATUS: states.QUEUED,
-                schema.STATUS_SHARD: schema.status_shard(states.QUEUED, task_id, self.settings.status_shards),
-                schema.UPDATED_AT: now,
+                **self._indexed(states.QUEUED, task_id, now),
                 schema.CREATED_AT: now,
                 schema.EXPIRES_AT: self._expires_at(),
             }
@@ -452,16 +446,16 @@ class DynamoDBBackend(BaseBackend):
         Polls adaptively (tens of ms first, then up to ``sqs_ddb_poll_max_interval``);
         Celery's fixed ``interval`` is not used as a pause.
         """
-        ids = list(dict.fromkeys(str(t) for t in task_ids))
-        for task_id in list(ids):
+        pending = []
+        for task_id in dict.fromkeys(str(t) for t in task_ids):
             cached = self._cache.get(task_id)
             if cached is not None and cached["status"] in READY_STATES:
-                ids.remove(task_id)
                 yield task_id, cached
+            else:
+                pending.append(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         pauses = backoff_intervals(ceiling=self.settings.poll_max_interval)
         iterations = 0
-        pending = list(ids)
         while pending:
             # One BatchGetItem of at most 100 pending ids per round: a large group is not re-read
             # whole on every poll (read units and latency stay flat as the group grows).
