@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -66,11 +67,12 @@ def setup_commands() -> list[list[str]]:
 
 
 def _expand(command: list[str], env: dict[str, str]) -> list[str]:
-    out = [os.path.expandvars(part) if "${" in part else part for part in command]
-    for key, value in env.items():
-        out = [part.replace("${" + key + "}", value) for part in out]
-    if out[0] in ("celery", "python"):
-        out = [sys.executable, "-m", "celery", *out[1:]] if out[0] == "celery" else [sys.executable, *out[1:]]
+    """Fill ``${NAME}`` from ``env`` and run celery/python with this interpreter."""
+    out = [string.Template(part).safe_substitute(env) for part in command]
+    if out[0] == "celery":
+        return [sys.executable, "-m", "celery", *out[1:]]
+    if out[0] == "python":
+        return [sys.executable, *out[1:]]
     return out
 
 
