@@ -22,6 +22,11 @@ def broker_settings(
     soft_shutdown_timeout: float = 100.0,
     prefetch_multiplier: int = 1,
     retry_attempts: int = 8,
+    remote_control: bool | None = None,
+    events: bool | None = None,
+    control_topic_arn: str | None = None,
+    events_topic_arn: str | None = None,
+    control_namespace: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Celery settings for SQS in production, for ``app.conf.update(...)``.
@@ -33,8 +38,14 @@ def broker_settings(
     where poison messages go. ``s3_bucket`` enables the claim-check for large messages and
     results. ``prefetch_multiplier`` stays 1 for long tasks (a held message blocks no other
     worker); raise it for many short tasks so one ReceiveMessage returns up to 10.
-    ``retry_attempts`` is botocore's attempts per SQS call (standard retry mode). Keys given in
-    ``overrides`` replace the computed ones.
+    ``retry_attempts`` is botocore's attempts per SQS call (standard retry mode).
+    ``remote_control=True`` makes ``celery inspect``/``control`` and broadcast revoke work through
+    SNS (one SQS queue per worker); ``events=True`` sends task events (``celery events``, Flower)
+    the same way and turns on ``worker_send_task_events``. In production pass the topics Terraform
+    made (``control_topic_arn``, ``events_topic_arn``); without them the topics are created by name
+    (``<control_namespace>-control``/``-events``, namespace = first queue name). Unset, these
+    follow the ``sqs_ddb_*`` settings and ``SQS_DDB_*`` environment. Keys given in ``overrides``
+    replace the computed ones.
     """
     names = list(queues.keys() if isinstance(queues, Mapping) else queues)
     if not names:
@@ -74,6 +85,14 @@ def broker_settings(
         transport_options["endpoint_url"] = endpoint_url
     if s3_bucket:
         transport_options["s3_bucket"] = s3_bucket
+    control = {"remote_control": remote_control, "events": events, "control_topic_arn": control_topic_arn,
+               "events_topic_arn": events_topic_arn, "control_namespace": control_namespace}
+    control = {key: value for key, value in control.items() if value is not None}
+    if control:
+        from .control import ControlOptions
+
+        ControlOptions.resolve({"remote_control": control}, conf={})  # errors now, naming the argument
+        transport_options["remote_control"] = control
     settings: dict[str, Any] = {
         "broker_url": "sqs://",
         "broker_transport": "celery_sqs_ddb.transport:Transport",
@@ -98,6 +117,8 @@ def broker_settings(
         settings["sqs_ddb_endpoint_url"] = endpoint_url
     if s3_bucket:
         settings["sqs_ddb_s3_bucket"] = s3_bucket
+    if events:
+        settings["worker_send_task_events"] = True
     settings.update(overrides)
     return settings
 

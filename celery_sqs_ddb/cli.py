@@ -29,7 +29,7 @@ def _client(app: Any, service: str) -> Any:
 @click.pass_context
 @handle_preload_options
 def sqs_ddb(ctx: click.Context) -> None:
-    """SQS + DynamoDB tools: create-table, create-queue, create-bucket, doctor, jobs, status."""
+    """SQS + DynamoDB tools: create-table, create-queue, create-bucket, doctor, jobs, status, cleanup."""
 
 
 @sqs_ddb.command(name="create-table", cls=CeleryCommand)
@@ -224,3 +224,34 @@ def status(ctx: click.Context, task_id: str) -> None:
     meta = result.backend.get_task_meta(task_id, cache=False)
     out = {k: (repr(v) if isinstance(v, BaseException) else v) for k, v in meta.items()}
     ctx.obj.echo(json.dumps(out, default=str, indent=2))
+
+
+@sqs_ddb.command(cls=CeleryCommand)
+@click.option("--stale-after", type=click.FloatRange(0, None), default=None, metavar="SECONDS",
+              help="Remove control queues not refreshed for this long (default: sqs_ddb_control_stale_after).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.pass_context
+def cleanup(ctx: click.Context, stale_after: float | None, dry_run: bool) -> None:
+    """Remove remote-control queues and SNS subscriptions of workers and clients that died.
+
+    Each worker deletes its own queue when it stops; this finds those of workers killed
+    without a shutdown (SIGKILL, OOM) by their stale keepalive tag. Workers also run it when
+    they start. Live queues are refreshed every sqs_ddb_control_keepalive seconds and kept.
+    """
+    from .control import ControlPlane
+
+    plane = ControlPlane.for_app(ctx.obj.app)
+    if not plane.options.active:
+        raise click.UsageError("remote control and events are off (sqs_ddb_remote_control, sqs_ddb_events): "
+                               "there is nothing to clean up")
+    try:
+        report = plane.sweep(stale_after, dry_run=dry_run)
+    except (SqsDdbError, ClientError, BotoCoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    verb = "would remove" if dry_run else "removed"
+    for name in report.queues_removed:
+        ctx.obj.echo(f"{verb} queue {name}")
+    for arn in report.subscriptions_removed:
+        ctx.obj.echo(f"{verb} subscription {arn}")
+    ctx.obj.echo(f"{verb} {len(report.queues_removed)} queue(s) and {len(report.subscriptions_removed)} "
+                 f"subscription(s); kept {len(report.queues_kept)} live queue(s) under {plane.options.queue_prefix}")

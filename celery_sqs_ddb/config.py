@@ -40,6 +40,17 @@ key                                 default      meaning
                                     ddb.health"
 ``sqs_ddb_health_interval``         10           seconds between touches; stale after 6 intervals
 ``sqs_ddb_json_logs``               None         JSON log lines: None = on ECS only, True, False
+``sqs_ddb_remote_control``          False        ``celery inspect``/``control`` and broadcast revoke
+                                                 over SNS -> one SQS queue per worker
+``sqs_ddb_events``                  False        task events (``celery events``, Flower) over SNS
+``sqs_ddb_control_namespace``       first queue  prefix of the control topics and queues
+``sqs_ddb_control_topic_arn``       None         SNS topic of the broadcasts (None: created as
+                                                 ``<namespace>-control``, for local development)
+``sqs_ddb_events_topic_arn``        None         SNS topic of the events (None: ``<namespace>-events``)
+``sqs_ddb_control_keepalive``       60           seconds between "still here" tags on a process's
+                                                 control queues
+``sqs_ddb_control_stale_after``     600          control queues not tagged for this long are
+                                                 removed by ``sqs-ddb cleanup`` and worker start
 ==================================  ===========  =====================================================
 """
 
@@ -47,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -114,6 +126,20 @@ def _text(key: str, value: Any) -> str | None:
     return value
 
 
+def _namespace(key: str, value: Any) -> str | None:
+    text = _text(key, value)
+    if text is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", text):
+        raise ConfigurationError(f"{key}={value!r} is not accepted; accepted: 1 to 40 letters, digits, '-' or '_'")
+    return text
+
+
+def _topic_arn(key: str, value: Any) -> str | None:
+    text = _text(key, value)
+    if text is not None and not re.fullmatch(r"arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}", text):
+        raise ConfigurationError(f"{key}={value!r} is not an SNS topic ARN; accepted: arn:aws:sns:REGION:ACCOUNT:NAME")
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Validated settings; build with :meth:`from_app`. Field ``x`` is the setting ``sqs_ddb_x``."""
@@ -141,6 +167,13 @@ class Settings:
     health_file: str = "/tmp/celery-sqs-ddb.health"
     health_interval: float = 10.0
     json_logs: bool | None = None
+    remote_control: bool = False
+    events: bool = False
+    control_namespace: str | None = None
+    control_topic_arn: str | None = None
+    events_topic_arn: str | None = None
+    control_keepalive: float = 60.0
+    control_stale_after: float = 600.0
 
     @classmethod
     def from_app(cls, app: Any, url: str | None = None) -> Settings:
@@ -192,8 +225,20 @@ class Settings:
             "health_file": lambda k, v: _text(k, v) or "/tmp/celery-sqs-ddb.health",
             "health_interval": _float(0.1, 3_600.0),
             "json_logs": lambda k, v: None if v in (None, "") else _bool(k, v),
+            "remote_control": _bool,
+            "events": _bool,
+            "control_namespace": _namespace,
+            "control_topic_arn": _topic_arn,
+            "events_topic_arn": _topic_arn,
+            "control_keepalive": _float(0.5, 3_600.0),
+            "control_stale_after": _float(2.0, 604_800.0),
         }
         values = {name: converters[name](PREFIX + name, value) for name, value in raw.items()}
+        keepalive = values.get("control_keepalive", cls.control_keepalive)
+        if values.get("control_stale_after", cls.control_stale_after) < 2 * keepalive:
+            raise ConfigurationError(
+                f"{PREFIX}control_stale_after={values.get('control_stale_after', cls.control_stale_after)!r} must be "
+                f"at least twice {PREFIX}control_keepalive={keepalive!r}, or live queues would be removed")
         if values.get("region") is None:
             values["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return cls(**values)

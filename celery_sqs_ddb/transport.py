@@ -17,10 +17,15 @@ Select it with ``broker_transport = "celery_sqs_ddb.transport:Transport"`` (set 
   the queue's dead-letter queue with the reason in the ``sqs_ddb_reason`` attribute.
 - Each delivery carries ``sqs_receive_count`` in its headers and sets
   ``delivery_info['redelivered']`` when SQS delivered it before.
+- With remote control on (:mod:`celery_sqs_ddb.control`), Celery's ``*.pidbox`` fanout
+  exchange is an SNS topic, each worker's mailbox and each client's reply queue an SQS queue
+  of its own; with events on, the ``celeryev`` topic exchange is a second SNS topic. Off (the
+  default), a ``revoke`` broadcast is written to the result backend and no SNS call is made.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -35,8 +40,20 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
+from . import aws
 from .config import TransportOptions
-from .exceptions import ClaimCheckMissing, PayloadTooLarge
+from .control import (
+    OWNED,
+    REMOTE_CONTROL_OFF,
+    ROLE_EVENTS,
+    ROLE_REPLY,
+    ROLE_WORKER,
+    ControlOptions,
+    ControlPlane,
+    ControlQueue,
+    Topics,
+)
+from .exceptions import ClaimCheckMissing, ConfigurationError, PayloadTooLarge
 from .payloads import PayloadStore
 
 logger = get_logger(__name__)
@@ -269,22 +286,32 @@ class Channel(SQS.Channel):
         return params
 
     def basic_publish(self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any) -> Any:
-        if exchange and exchange.endswith(".pidbox") and not self.supports_fanout:
-            return self._revoke_from_broadcast(message)
+        if exchange and exchange.endswith(".pidbox"):
+            if exchange.startswith("reply."):  # a worker's answer to one client's reply queue
+                return self._publish_reply(message, exchange, routing_key)
+            method = self._revoke_from_broadcast(message)
+            if not self.control.remote_control:
+                if method != "revoke":
+                    logger.warning("Remote control command %r reaches no worker: %s", method, REMOTE_CONTROL_OFF)
+                return None
+        elif exchange and self._exchange_is_fanout(exchange):  # task events: the events topic
+            self._inplace_augment_message(message, exchange, routing_key)
+            return self._put_fanout(exchange, message, routing_key, **kwargs)
         return super().basic_publish(message, exchange, routing_key, **kwargs)
 
-    def _revoke_from_broadcast(self, message: dict[str, Any]) -> None:
-        """Without SNS fanout, a broadcast reaches no worker; a ``revoke`` is written to the
-        result backend instead (REVOKED), which every worker's claim honours."""
+    def _revoke_from_broadcast(self, message: dict[str, Any]) -> str | None:
+        """Write a ``revoke`` broadcast to the result backend (REVOKED), which every worker's claim
+        honours, also for tasks not received yet and workers that start later. Returns the
+        broadcast's method name."""
         try:
             props = message.get("properties") or {}
             body = loads(bytes_to_str(self.decode_body(message["body"], props.get("body_encoding"))))
         except (ValueError, TypeError, KeyError):
             return None
-        if not isinstance(body, dict) or body.get("method") != "revoke":
-            logger.debug("Remote control %r is not delivered: SQS has no broadcast without remote control",
-                         body.get("method") if isinstance(body, dict) else body)
+        if not isinstance(body, dict):
             return None
+        if body.get("method") != "revoke":
+            return body.get("method")
         task_ids = (body.get("arguments") or {}).get("task_id")
         from celery import current_app
 
@@ -293,9 +320,10 @@ class Channel(SQS.Channel):
         backend = current_app.backend
         if isinstance(backend, DynamoDBBackend) and task_ids:
             backend.revoke(task_ids)
-        else:
-            logger.warning("revoke(%r) has no effect: it needs result_backend = 'ddb://TABLE'", task_ids)
-        return None
+        elif not self.control.remote_control:
+            logger.warning("revoke(%r) has no effect: it needs result_backend = 'ddb://TABLE' or remote control",
+                           task_ids)
+        return "revoke"
 
     def _maybe_claim_check(self, body: str, q_url: str, task_id: str | None) -> str:
         size = len(body.encode("utf-8"))
@@ -333,8 +361,10 @@ class Channel(SQS.Channel):
             self.dead_letter(message, q_url, queue_name,
                              "body is not a kombu/Celery message (invalid JSON or no properties/body)")
             return None
-        if queue_name in self._noack_queues:
-            self._delete_message(queue_name, message)
+        if queue_name in self._noack_queues:  # remote control: deleted on receipt, in batches
+            queue = self._control_queue(queue_name)
+            if queue is None or queue.role != ROLE_REPLY:  # a reply queue is deleted whole after the call
+                self.housekeeper.ack(queue_name, q_url, message["ReceiptHandle"], None)
             return payload
         payload = self._envelope_payload(payload, text, message, q_url)
         count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
@@ -594,6 +624,132 @@ class Channel(SQS.Channel):
         if self._housekeeper is not None:
             self._housekeeper.stop()  # last batched deletes, while the connection still exists
         super().close()  # restores unacked messages through _put (visibility 0 now)
+        for url in list(self._owned_here):  # reply and event receiver queues die with their channel
+            OWNED.release(url)
+        self._owned_here.clear()
+
+    # ------------------------------------------------------------- remote control and events
+
+    @property
+    def control(self) -> ControlOptions:
+        return self.connection.control
+
+    @property
+    def supports_fanout(self) -> bool:  # kombu: binds and publishes to fanout exchanges go to SNS
+        return self.control.active
+
+    @cached_property
+    def control_plane(self) -> ControlPlane:
+        retries = (self.transport_options.get("client-config") or {}).get("retries") or {}
+        return ControlPlane(self.control, self.region, self.endpoint_url,
+                            retries.get("mode", "standard"), int(retries.get("total_max_attempts", 5)))
+
+    @property
+    def fanout(self) -> Topics:
+        if self._fanout is None:
+            self._fanout = Topics(self, self.control_plane)
+        return self._fanout
+
+    @cached_property
+    def _owned_here(self) -> set[str]:
+        return set()
+
+    def _control_queue(self, queue: str | None) -> ControlQueue | None:
+        return self.control.queue_for(queue) if queue else None
+
+    def _exchange_is_fanout(self, exchange_name: str) -> bool:
+        """Which exchanges are SNS topics: Celery's ``*.pidbox`` fanout (remote control) and topic
+        exchanges (``celeryev``, events). Other fanout exchanges are not supported."""
+        exchange_type = (self.state.exchanges.get(exchange_name) or {}).get("type")
+        if exchange_type == "fanout":
+            return self.control.remote_control and exchange_name.endswith(".pidbox")
+        return exchange_type == "topic" and self.control.events
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> str:
+        control = self._control_queue(queue)
+        if control is None:
+            return super()._new_queue(queue, **kwargs)
+        url = self._queue_cache.get(control.name)
+        if url is None:
+            if control.role == ROLE_EVENTS and not self.control.events:
+                raise ConfigurationError(
+                    "task events over SQS are off: enable them with broker_settings(..., events=True) or "
+                    "sqs_ddb_events = True (README: 'Remote control and monitoring on SQS')")
+            if control.role != ROLE_EVENTS and not self.control.remote_control:
+                raise ConfigurationError(REMOTE_CONTROL_OFF)
+            url = self._queue_cache[control.name] = self.control_plane.ensure_queue(control)
+            OWNED.add(self.control_plane, control, url)
+            if control.role != ROLE_WORKER:  # a worker's mailbox lives until the worker stops
+                self._owned_here.add(url)
+        return url
+
+    def _resolve_queue_url(self, queue: str) -> str:
+        if self._control_queue(queue) is not None:
+            return self._new_queue(queue)
+        return super()._resolve_queue_url(queue)
+
+    def _size(self, queue: str) -> int:
+        if self._control_queue(queue) is not None:
+            return 0  # only kombu's "mailbox in use" warning reads it; not worth a call per declare
+        return super()._size(queue)
+
+    def _delete(self, queue: str, exchange: str | None = None, *args: Any, **kwargs: Any) -> None:
+        control = self._control_queue(queue)
+        if control is None:
+            return super()._delete(queue, exchange, *args, **kwargs)
+        url = self._queue_cache.pop(control.name, None)
+        if url is not None:
+            self._owned_here.discard(url)
+            OWNED.release(url)
+        return None
+
+    def sqs(self, queue: str | None = None) -> Any:
+        # per-process control queues are not predefined: they use the channel's default client
+        if queue is not None and queue not in self.predefined_queues:
+            queue = None
+        return super().sqs(queue)
+
+    def asynsqs(self, queue: str | None = None) -> Any:
+        if queue is not None and queue not in self.predefined_queues:
+            queue = None
+        return super().asynsqs(queue)
+
+    def _subscribe_queue_to_fanout_exchange_if_required(self, queue_name: str) -> None:
+        control = self._control_queue(queue_name)
+        if control is None or control.role == ROLE_REPLY:
+            return  # task queues and reply queues are not subscribed to anything
+        url = self._new_queue(queue_name)
+        OWNED.subscribed(url, self.control_plane.subscribe(url, control.kind))
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
+        setting = "sqs_ddb_events_topic_arn" if self.state.exchanges[exchange]["type"] == "topic" \
+            else "sqs_ddb_control_topic_arn"
+        with aws.translated("sns", "Publish", f"the SNS topic of exchange '{exchange}'", setting=setting):
+            super()._put_fanout(exchange, message, routing_key, **kwargs)
+
+    def _publish_reply(self, message: dict[str, Any], exchange: str, routing_key: str) -> None:
+        """Send a reply to the client's reply queue by name (the direct exchange's binding exists
+        only in the client's process); a client that stopped waiting has deleted it."""
+        control = self._control_queue(f"{routing_key}.{exchange}")
+        url = self.control_plane.lookup(control.name) if control is not None else None
+        if url is None:
+            logger.debug("Reply to %s dropped: the client is gone", routing_key)
+            return
+        self._inplace_augment_message(message, exchange, routing_key)
+        self.sqs().send_message(QueueUrl=url, MessageBody=dumps(message))
+
+    def drain_events(self, timeout: float | None = None, callback: Any = None, **kwargs: Any) -> Any:
+        self._drain_timeout = timeout  # a blocking client (inspect, events) must not long-poll past it
+        return super().drain_events(timeout=timeout, callback=callback, **kwargs)
+
+    _drain_timeout: float | None = None
+
+    def _receive_message(self, queue: str, max_number_of_messages: int = 1,
+                         wait_time_seconds: int | None = None) -> Any:
+        wait = self.wait_time_seconds if wait_time_seconds is None else wait_time_seconds
+        if self._drain_timeout is not None:
+            wait = max(1, min(wait, math.ceil(self._drain_timeout)))
+        return super()._receive_message(queue, max_number_of_messages, wait)
 
 
 class Transport(SQS.Transport):
@@ -601,3 +757,10 @@ class Transport(SQS.Transport):
 
     Channel = Channel
     driver_name = "sqs-ddb"
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.control = ControlOptions.resolve(client.transport_options)
+        if self.control.remote_control:
+            # Celery starts a worker's remote-control consumer only on a fanout-capable transport.
+            self.implements = self.implements.extend(exchange_type=frozenset({"direct", "fanout"}))

@@ -201,3 +201,41 @@ def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     app = getattr(sender, "app", None)
     if app is not None and uses_this_package(app):
         install(app)
+
+
+@signals.worker_ready.connect(weak=False)
+def _on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    """Remove control queues of workers that died without cleaning up (in the background)."""
+    app = getattr(sender, "app", None)
+    if app is None or not uses_this_package(app):
+        return
+    transport = getattr(getattr(sender, "connection", None), "transport", None)
+    options = getattr(transport, "control", None)
+    if options is None or not options.active:
+        return
+    import threading
+
+    from .control import OWNED, ControlPlane
+
+    def sweep() -> None:
+        try:
+            report = ControlPlane.for_app(app).sweep(keep=OWNED.urls())
+        except Exception as exc:  # a cleanup problem must not affect the worker; it is logged
+            logger.warning("Cleanup of stale remote-control queues failed: %s", exc)
+            return
+        if report.queues_removed or report.subscriptions_removed:
+            logger.info("Removed %d stale remote-control queue(s) and %d subscription(s): %s",
+                        len(report.queues_removed), len(report.subscriptions_removed),
+                        ", ".join(report.queues_removed))
+
+    threading.Thread(target=sweep, name="sqs-ddb-control-sweep", daemon=True).start()
+
+
+@signals.worker_shutdown.connect(weak=False)
+def _on_worker_shutdown(sender: Any = None, **kwargs: Any) -> None:
+    """Delete this worker's mailbox queue (and its SNS subscription) as it stops."""
+    from .control import OWNED
+
+    released = OWNED.release_all()
+    if released:
+        logger.info("Deleted %d remote-control queue(s) of this worker", released)

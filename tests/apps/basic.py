@@ -112,6 +112,13 @@ def register(app: Celery) -> None:
             raise Reject("try again", requeue=True)
         return True
 
+    @app.task(shared=False, name="tests.slow_effect")
+    def slow_effect(marker: str, key: str, seconds: float) -> str:
+        Path(marker).write_text("started")
+        time.sleep(seconds)
+        record(key)  # the side effect: only if the task ran to the end
+        return key
+
     @app.task(shared=False, name="tests.sleep_marker")
     def sleep_marker(marker: str, seconds: float) -> str:
         Path(marker).write_text("started")

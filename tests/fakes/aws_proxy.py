@@ -1,11 +1,12 @@
 """A counting (and optionally fault-injecting) reverse proxy in front of moto server.
 
 Counts AWS calls by service and action: JSON-protocol calls by their X-Amz-Target header
-(``DynamoDB_20120810.GetItem``, ``AmazonSQS.SendMessage``), query-protocol calls by the
-``Action`` parameter, and S3 calls by HTTP method. ``GET /__counts`` returns the counts,
-``POST /__reset`` clears them, ``POST /__faults?rate=0.1&seed=1`` turns on seeded fault
-injection (half throttling errors, half 500s, on DynamoDB and SQS calls). Requests signed with
-the access key ``WRONGKEY`` are refused as AWS refuses bad credentials.
+(``DynamoDB_20120810.GetItem``, ``AmazonSQS.SendMessage``), query-protocol calls (SNS) by the
+``Action`` parameter and the service of the signature's credential scope, and S3 calls by HTTP
+method. ``GET /__counts`` returns the counts, ``POST /__reset`` clears them,
+``POST /__faults?rate=0.1&seed=1`` turns on seeded fault injection (half throttling errors, half
+500s, on DynamoDB and SQS calls). Requests signed with the access key ``WRONGKEY`` are refused
+as AWS refuses bad credentials.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import re
 import threading
 import urllib.parse
 from collections import Counter
@@ -151,10 +153,12 @@ class Proxy:
             prefix, _, action = target.partition(".")
             service = "dynamodb" if prefix.startswith("DynamoDB") else "sqs" if "SQS" in prefix else prefix.lower()
             return f"{service}:{action}", service
-        if body and b"Action=" in body:
-            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
-            return f"sqs:{action}", "sqs"
         auth = headers.get("Authorization", "")  # type: ignore[attr-defined]
+        scope = re.search(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/", auth)  # the credential scope names the service
+        if body and b"Action=" in body:  # query protocol (SNS, STS, older SQS)
+            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+            service = scope.group(1) if scope else "sqs"
+            return f"{service}:{action}", service
         service = "s3" if "/s3/" in auth else "sts" if "/sts/" in auth else "other"
         return f"{service}:{method}", service
 

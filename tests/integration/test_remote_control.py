@@ -1,0 +1,216 @@
+"""Remote control over SNS -> SQS with real workers: inspect, control, revoke with terminate,
+per-worker queues cleaned up on shutdown and after a kill, events, and none of it when off."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+
+from celery_sqs_ddb.exceptions import ConfigurationError
+from tests.conftest import REGION, ROOT, make_client_app, wait_until
+
+pytestmark = pytest.mark.integration
+
+HOST = socket.gethostname()
+KEEPALIVE, STALE_AFTER = 1, 4
+
+
+def control_env(stack: Any, options: dict[str, Any] | None = None, **env: Any) -> dict[str, str]:
+    opts = {"remote_control": True, "control_keepalive": KEEPALIVE, "control_stale_after": STALE_AFTER,
+            **(options or {})}
+    return stack.env(TEST_TRANSPORT_OPTIONS=json.dumps({"remote_control": opts}), **env)
+
+
+def control_queues(stack: Any) -> list[str]:
+    prefix = stack.queue.removesuffix(".fifo") + "-ctl-"
+    urls = stack.sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    return sorted(url.rsplit("/", 1)[-1] for url in urls)
+
+
+def sns(stack: Any) -> Any:
+    return boto3.client("sns", region_name=REGION, endpoint_url=stack.server.direct_url)
+
+
+def subscriptions(stack: Any, kind: str = "control") -> list[str]:
+    """Queue names subscribed to the stack's control (or events) topic."""
+    name = f"{stack.queue.removesuffix('.fifo')}-{kind}"
+    topics = [t["TopicArn"] for t in sns(stack).list_topics()["Topics"] if t["TopicArn"].endswith(":" + name)]
+    if not topics:
+        return []
+    subs = sns(stack).list_subscriptions_by_topic(TopicArn=topics[0])["Subscriptions"]
+    return sorted(s["Endpoint"].rsplit(":", 1)[-1] for s in subs)
+
+
+def celery_cli(stack_env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **stack_env}
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.basic", *args],
+                          capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=timeout)
+
+
+@pytest.fixture
+def effects(tmp_path, monkeypatch):
+    path = tmp_path / "effects.log"
+    monkeypatch.setenv("SIDE_EFFECTS", str(path))
+    return path
+
+
+def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, workers, monkeypatch, effects,
+                                                               tmp_path):
+    stack = stack_factory()
+    env = control_env(stack, SIDE_EFFECTS=str(effects))
+    app = make_client_app(stack, monkeypatch, TEST_TRANSPORT_OPTIONS=env["TEST_TRANSPORT_OPTIONS"])
+    w1, w2 = workers(env, "w1"), workers(env, "w2")
+    w1.wait_ready(), w2.wait_ready()
+    names = {f"w1@{HOST}", f"w2@{HOST}"}
+    assert control_queues(stack) == sorted(f"{stack.queue}-ctl-worker-{n.replace('@', '-')}" for n in names)
+    assert subscriptions(stack) == control_queues(stack)
+
+    # inspect ping, through the real CLI: both workers answer by hostname
+    ping = celery_cli(env, "inspect", "ping", "--json", "--timeout", "10")
+    assert ping.returncode == 0, ping.stderr
+    assert json.loads(ping.stdout.strip().splitlines()[-1]) == {n: {"ok": "pong"} for n in names}
+
+    # inspect active: a running task with its id
+    marker = tmp_path / "started"
+    running = app.tasks["tests.slow_effect"].delay(str(marker), "slow", 60)
+    wait_until(marker.exists, 60, "the long task started")
+    inspect = app.control.inspect(timeout=5)
+    active = inspect.active()
+    assert set(active) == names
+    assert [t["id"] for tasks in active.values() for t in tasks] == [running.id]
+    assert [t["name"] for tasks in active.values() for t in tasks] == ["tests.slow_effect"]
+
+    # inspect registered: the task names
+    registered = inspect.registered()
+    assert set(registered) == names and all("tests.add" in tasks for tasks in registered.values())
+
+    # control rate_limit: both acknowledge, and the new rate is what they report
+    replies = app.control.rate_limit("tests.add", "7/m", reply=True, timeout=5)
+    assert sorted(r for reply in replies for r in reply) == sorted(names)
+    assert all("ok" in body for reply in replies for body in reply.values())
+    limits = app.control.inspect(timeout=5).registered("rate_limit")
+    assert all("tests.add [rate_limit=7/m]" in tasks for tasks in limits.values()), limits
+
+    # revoke(terminate=True) stops the running task; other tasks go on
+    others = [app.tasks["tests.add"].delay(i, i) for i in range(3)]
+    running.revoke(terminate=True)
+    assert wait_until(lambda: stack.item(running.id)["status"] == "REVOKED", 30, "REVOKED in the table")
+    assert [r.get(timeout=60) for r in others] == [0, 2, 4]
+    wait_until(lambda: not any(app.control.inspect(timeout=5).active().values()), 30, "nothing running")
+    assert app.tasks["tests.add"].delay(20, 22).get(timeout=60) == 42
+    assert "slow" not in (effects.read_text() if effects.exists() else "")  # the side effect never happened
+    assert running.state == "REVOKED"
+
+    # control shutdown stops one worker cleanly; its queue and subscription go with it
+    app.control.shutdown(destination=[f"w2@{HOST}"])
+    assert w2.process.wait(60) == 0
+    assert control_queues(stack) == [f"{stack.queue}-ctl-worker-w1-{HOST}"]
+    assert subscriptions(stack) == control_queues(stack)
+    assert app.control.inspect(timeout=5).ping() == {f"w1@{HOST}": {"ok": "pong"}}
+
+    # a normal (warm) shutdown leaves nothing behind: no worker or reply queue, no subscription
+    assert w1.stop() == 0
+    assert control_queues(stack) == []
+    assert subscriptions(stack) == []
+
+
+def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack_factory, workers):
+    stack = stack_factory()
+    env = control_env(stack)
+    w1 = workers(env, "w1").wait_ready()
+    mailbox = f"{stack.queue}-ctl-worker-w1-{HOST}"
+    assert control_queues(stack) == [mailbox]
+    w1.signal(signal.SIGKILL)
+    w1.process.wait(30)
+    assert control_queues(stack) == [mailbox]  # nothing cleaned it up
+
+    # a worker starting later removes it once stale (its own stays)
+    wait_until(lambda: f"would remove queue {mailbox}" in celery_cli(env, "sqs-ddb", "cleanup", "--dry-run").stdout,
+               STALE_AFTER * 5, "the killed worker's queue goes stale")
+    w2 = workers(env, "w2").wait_ready()
+    wait_until(lambda: control_queues(stack) == [f"{stack.queue}-ctl-worker-w2-{HOST}"], 30,
+               "worker start removed the stale queue")
+    assert subscriptions(stack) == control_queues(stack)
+    assert "Removed 1 stale remote-control queue(s)" in w2.output()
+
+    # `sqs-ddb cleanup` removes a killed worker's queue and subscription, and keeps live ones
+    w3 = workers(env, "w3").wait_ready()
+    w2.signal(signal.SIGKILL)
+    w2.process.wait(30)
+    fresh = celery_cli(env, "sqs-ddb", "cleanup")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "removed 0 queue(s)" in fresh.stdout  # not stale yet: kept
+    wait_until(lambda: f"would remove queue {stack.queue}-ctl-worker-w2-{HOST}" in celery_cli(
+        env, "sqs-ddb", "cleanup", "--dry-run").stdout,
+               STALE_AFTER * 5, "the second killed worker's queue goes stale")
+    result = celery_cli(env, "sqs-ddb", "cleanup")
+    assert result.returncode == 0, result.stderr
+    assert f"removed queue {stack.queue}-ctl-worker-w2-{HOST}" in result.stdout
+    assert control_queues(stack) == [f"{stack.queue}-ctl-worker-w3-{HOST}"]  # alive: kept by its keepalive
+    assert subscriptions(stack) == control_queues(stack)
+    assert w3.stop() == 0
+    assert control_queues(stack) == [] and subscriptions(stack) == []
+
+
+def test_task_events_reach_an_event_receiver_through_sns(stack_factory, workers, monkeypatch):
+    stack = stack_factory()
+    env = control_env(stack, {"remote_control": False, "events": True})
+    app = make_client_app(stack, monkeypatch, TEST_TRANSPORT_OPTIONS=env["TEST_TRANSPORT_OPTIONS"])
+    workers(env, "w1", extra_args=("-E",)).wait_ready()
+    seen: list[dict[str, Any]] = []
+    receivers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def capture() -> None:
+        try:
+            with app.connection_for_read() as conn:
+                receiver = app.events.Receiver(conn, handlers={"*": seen.append})
+                receivers.append(receiver)
+                receiver.capture(limit=None, timeout=None, wakeup=False)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=capture, daemon=True)
+    thread.start()
+    wait_until(lambda: any(q.startswith(f"{stack.queue}-ctl-events-") for q in control_queues(stack)), 30,
+               "the receiver's queue exists")
+    wait_until(lambda: subscriptions(stack, "events"), 30, "the receiver's queue is subscribed")
+    result = app.tasks["tests.add"].delay(1, 2)
+    assert result.get(timeout=60) == 3
+    wait_until(lambda: {"task-received", "task-started", "task-succeeded"} <= {
+        e["type"] for e in seen if e.get("uuid") == result.id}, 30, f"task events arrived: {seen}")
+    succeeded = next(e for e in seen if e["type"] == "task-succeeded" and e["uuid"] == result.id)
+    assert succeeded["hostname"] == f"w1@{HOST}" and succeeded["result"] == "3"
+    receivers[0].should_stop = True
+    thread.join(30)
+    assert not errors, errors
+    assert not thread.is_alive()
+    assert control_queues(stack) == []  # the receiver's queue is deleted when it stops
+    assert subscriptions(stack, "events") == []
+
+
+def test_remote_control_off_makes_no_sns_call_and_says_how_to_enable_it(stack, workers, monkeypatch, moto_server):
+    app = make_client_app(stack, monkeypatch)
+    moto_server.reset_counts()
+    worker = workers(stack.env(), "w1").wait_ready()
+    assert app.tasks["tests.add"].delay(2, 3).get(timeout=60) == 5
+    revoked = str(uuid.uuid4())
+    app.control.revoke(revoked)  # still works: written to the table, honoured by every claim
+    assert stack.item(revoked)["status"] == "REVOKED"
+    with pytest.raises(ConfigurationError, match="remote_control=True"):
+        app.control.inspect(timeout=1).ping()
+    counts = moto_server.counts()
+    assert not [k for k in counts if k.startswith("sns:")], counts
+    assert counts.get("sqs:SendMessage", 0) >= 1 and counts.get("sqs:CreateQueue", 0) == 0
+    assert control_queues(stack) == []
+    assert worker.stop() == 0
