@@ -2,8 +2,12 @@
 translation of AWS errors into one clear message.
 
 ``RUNTIME_ACTIONS`` is what a worker or a web process calls; the Terraform worker role is
-tested to grant exactly these. ``ADMIN_ACTIONS`` are called only by the ``sqs-ddb`` CLI
-(create-table, create-queue, doctor) run by an operator.
+tested to grant exactly these. ``CONTROL_ACTIONS`` are called in addition only with remote
+control or events on (:mod:`celery_sqs_ddb.control`: per-process queues, their subscriptions,
+the broadcast topics); the worker role grants them, scoped to the control queues and topics,
+only when the queue module's topics are wired in. ``ADMIN_ACTIONS`` are called only by the
+``sqs-ddb`` CLI (create-table, create-queue, doctor) run by an operator, or to create the
+topics by name where no ARN is configured (local development).
 """
 
 from __future__ import annotations
@@ -34,11 +38,19 @@ RUNTIME_ACTIONS: dict[str, frozenset[str]] = {
     "ecs": frozenset({"UpdateTaskProtection"}),
 }
 
+CONTROL_ACTIONS: dict[str, frozenset[str]] = {
+    # on the control queues (<namespace>-ctl-*), besides the message calls of RUNTIME_ACTIONS
+    "sqs": frozenset({"CreateQueue", "DeleteQueue", "SetQueueAttributes", "TagQueue", "ListQueueTags",
+                      "ListQueues"}),
+    "sns": frozenset({"Publish", "Subscribe", "Unsubscribe", "ListSubscriptionsByTopic"}),
+}
+
 ADMIN_ACTIONS: dict[str, frozenset[str]] = {
     "dynamodb": frozenset({"CreateTable", "DescribeTable", "UpdateTimeToLive", "DescribeTimeToLive"}),
     "sqs": frozenset({"CreateQueue"}),
     "s3": frozenset({"CreateBucket", "HeadBucket"}),
     "sts": frozenset({"GetCallerIdentity"}),
+    "sns": frozenset({"CreateTopic"}),
 }
 
 #: SQS batch calls are authorized by the single-message IAM action.

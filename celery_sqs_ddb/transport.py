@@ -749,6 +749,11 @@ class Channel(SQS.Channel):
         wait = self.wait_time_seconds if wait_time_seconds is None else wait_time_seconds
         if self._drain_timeout is not None:
             wait = max(1, min(wait, math.ceil(self._drain_timeout)))
+        control = self._control_queue(queue)
+        if control is not None and control.role == ROLE_REPLY:
+            # kombu's Mailbox counts one reply per drain_events(): two replies received together
+            # would leave it waiting a whole timeout for a second one that already came.
+            max_number_of_messages = 1
         return super()._receive_message(queue, max_number_of_messages, wait)
 
 

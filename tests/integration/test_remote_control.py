@@ -76,7 +76,8 @@ def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, wor
     assert subscriptions(stack) == control_queues(stack)
 
     # inspect ping, through the real CLI: both workers answer by hostname
-    ping = celery_cli(env, "inspect", "ping", "--json", "--timeout", "10")
+    # (with destinations a call returns once they all replied; without, it waits the whole timeout)
+    ping = celery_cli(env, "inspect", "ping", "--json", "--timeout", "10", "--destination", ",".join(sorted(names)))
     assert ping.returncode == 0, ping.stderr
     assert json.loads(ping.stdout.strip().splitlines()[-1]) == {n: {"ok": "pong"} for n in names}
 
@@ -84,7 +85,7 @@ def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, wor
     marker = tmp_path / "started"
     running = app.tasks["tests.slow_effect"].delay(str(marker), "slow", 60)
     wait_until(marker.exists, 60, "the long task started")
-    inspect = app.control.inspect(timeout=5)
+    inspect = app.control.inspect(timeout=10, destination=sorted(names))
     active = inspect.active()
     assert set(active) == names
     assert [t["id"] for tasks in active.values() for t in tasks] == [running.id]
@@ -95,18 +96,18 @@ def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, wor
     assert set(registered) == names and all("tests.add" in tasks for tasks in registered.values())
 
     # control rate_limit: both acknowledge, and the new rate is what they report
-    replies = app.control.rate_limit("tests.add", "7/m", reply=True, timeout=5)
+    replies = app.control.rate_limit("tests.tsum", "7/m", reply=True, timeout=10, destination=sorted(names))
     assert sorted(r for reply in replies for r in reply) == sorted(names)
     assert all("ok" in body for reply in replies for body in reply.values())
-    limits = app.control.inspect(timeout=5).registered("rate_limit")
-    assert all("tests.add [rate_limit=7/m]" in tasks for tasks in limits.values()), limits
+    limits = inspect.registered("rate_limit")
+    assert all("tests.tsum [rate_limit=7/m]" in tasks for tasks in limits.values()), limits
 
     # revoke(terminate=True) stops the running task; other tasks go on
     others = [app.tasks["tests.add"].delay(i, i) for i in range(3)]
     running.revoke(terminate=True)
     assert wait_until(lambda: stack.item(running.id)["status"] == "REVOKED", 30, "REVOKED in the table")
     assert [r.get(timeout=60) for r in others] == [0, 2, 4]
-    wait_until(lambda: not any(app.control.inspect(timeout=5).active().values()), 30, "nothing running")
+    wait_until(lambda: not any(inspect.active().values()), 30, "nothing running")
     assert app.tasks["tests.add"].delay(20, 22).get(timeout=60) == 42
     assert "slow" not in (effects.read_text() if effects.exists() else "")  # the side effect never happened
     assert running.state == "REVOKED"
@@ -116,7 +117,7 @@ def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, wor
     assert w2.process.wait(60) == 0
     assert control_queues(stack) == [f"{stack.queue}-ctl-worker-w1-{HOST}"]
     assert subscriptions(stack) == control_queues(stack)
-    assert app.control.inspect(timeout=5).ping() == {f"w1@{HOST}": {"ok": "pong"}}
+    assert app.control.inspect(timeout=3).ping() == {f"w1@{HOST}": {"ok": "pong"}}  # only w1 answers a broadcast
 
     # a normal (warm) shutdown leaves nothing behind: no worker or reply queue, no subscription
     assert w1.stop() == 0

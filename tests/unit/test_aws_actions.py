@@ -15,6 +15,7 @@ PACKAGE = Path(aws.__file__).parent
 #: Calls made by kombu's SQS Channel code that our Channel inherits (not visible in our source).
 INHERITED = {
     "sqs": {"ReceiveMessage", "GetQueueAttributes", "DeleteMessage", "ChangeMessageVisibility"},
+    "sns": {"Publish"},  # kombu's SNS fanout publish, through Channel._put_fanout
 }
 
 
@@ -22,7 +23,7 @@ def called_actions() -> dict[str, set[str]]:
     session = botocore.session.get_session()
     source = "\n".join(p.read_text() for p in PACKAGE.glob("*.py"))
     found: dict[str, set[str]] = {}
-    for service in ("dynamodb", "sqs", "s3", "sts"):
+    for service in ("dynamodb", "sqs", "s3", "sts", "sns"):
         model = session.get_service_model(service)
         for operation in model.operation_names:
             if re.search(rf"\.{xform_name(operation)}\(", source) or re.search(
@@ -37,7 +38,7 @@ def called_actions() -> dict[str, set[str]]:
 
 def listed() -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
-    for table in (aws.RUNTIME_ACTIONS, aws.ADMIN_ACTIONS):
+    for table in (aws.RUNTIME_ACTIONS, aws.CONTROL_ACTIONS, aws.ADMIN_ACTIONS):
         for service, actions in table.items():
             out.setdefault(service, set()).update(actions)
     return out
@@ -56,3 +57,4 @@ def test_every_listed_action_is_called():
 def test_runtime_and_admin_lists_do_not_overlap():
     for service in aws.RUNTIME_ACTIONS:
         assert not aws.RUNTIME_ACTIONS[service] & aws.ADMIN_ACTIONS.get(service, frozenset())
+        assert not aws.RUNTIME_ACTIONS[service] & aws.CONTROL_ACTIONS.get(service, frozenset())

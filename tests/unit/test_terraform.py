@@ -114,29 +114,67 @@ def test_queue_module_matches_broker_settings():
     assert ("aws_cloudwatch_metric_alarm", "oldest_message") in queues
 
 
-def worker_policy_actions() -> set[str]:
-    """Every action the worker's task policy grants, with ``local.*`` lists resolved."""
+def worker_policy_statements() -> dict[str, tuple[set[str], bool]]:
+    """Each statement of the worker's task policy: its actions (``local.*`` lists resolved) and
+    whether it is conditional (a ``dynamic`` block)."""
     locals_ = blocks(MODULES / "worker", "locals")
     document = unquote(resources(MODULES / "worker", "data")[("aws_iam_policy_document", "task")])
-    statements = list(document.get("statement", []))
+    statements = [(statement, False) for statement in document.get("statement", [])]
     for dynamic in document.get("dynamic", []):
         for body in dynamic.values():
-            statements.extend(body["content"])
-    actions: set[str] = set()
-    for statement in statements:
-        if statement.get("sid") == "Keys":
-            continue  # kms:* only for customer-managed keys: not an API the code calls
+            statements.extend((content, True) for content in body["content"])
+    out = {}
+    for statement, conditional in statements:
         ref = statement["actions"]
-        match = re.fullmatch(r"\$\{local\.(\w+)\}", ref) if isinstance(ref, str) else None
-        actions.update(locals_[match.group(1)] if match else ref)
-    return actions
+        names = re.findall(r"local\.(\w+)", ref) if isinstance(ref, str) else []
+        actions = {a for name in names for a in locals_[name]} if names else set(ref)
+        out[statement["sid"]] = (actions, conditional)
+    return out
 
 
 def test_worker_role_grants_exactly_the_code_s_actions():
-    granted = worker_policy_actions()
-    needed = aws.iam_actions(aws.RUNTIME_ACTIONS)
+    statements = worker_policy_statements()
+    granted = {a for sid, (actions, _) in statements.items() if sid != "Keys" for a in actions}
+    # kms:* (sid Keys) only for customer-managed keys: not an API the code calls
+    needed = aws.iam_actions(aws.RUNTIME_ACTIONS) | aws.iam_actions(aws.CONTROL_ACTIONS)
     assert needed - granted == set(), f"the code calls actions the role lacks: {needed - granted}"
     assert granted - needed == set(), f"the role grants actions the code never calls: {granted - needed}"
+
+
+def test_remote_control_permissions_exist_only_with_the_topics_and_only_on_control_queues():
+    statements = worker_policy_statements()
+    control = {sid: value for sid, value in statements.items() if "Control" in sid}
+    assert set(control) == {"ControlQueues", "FindStaleControlQueues", "ControlTopics"}
+    assert all(conditional for _, conditional in control.values())  # granted only when wired in
+    assert {a for actions, _ in control.values() for a in actions} >= aws.iam_actions(aws.CONTROL_ACTIONS)
+    elsewhere = {a for sid, (actions, _) in statements.items() if sid not in control for a in actions}
+    assert not elsewhere & aws.iam_actions(aws.CONTROL_ACTIONS)
+    worker = (MODULES / "worker" / "main.tf").read_text()
+    assert 'var.control_queue_prefix, "-")}*"' in worker  # scoped to <name>-ctl-* queues
+
+
+def test_queue_module_topics_match_the_code_s_names_and_are_encrypted():
+    from celery_sqs_ddb.control import ControlOptions
+
+    queue = MODULES / "queue"
+    locals_ = blocks(queue, "locals")
+    options = ControlOptions(namespace="${var.name}")
+    assert locals_["control_queue_prefix"] == options.queue_prefix
+    text = (queue / "main.tf").read_text()
+    for kind in ("control", "events"):
+        assert f'{kind} = "{options.topic_name(kind)}"' in text
+    topic = unquote(resources(queue)[("aws_sns_topic", "broadcast")])
+    assert topic["kms_master_key_id"] == "${var.topic_kms_master_key_id}"
+    assert blocks(queue, "variable")["topic_kms_master_key_id"]["default"] == "alias/aws/sns"
+    assert blocks(queue, "variable")["remote_control"]["default"] is False  # off by default
+    policy = unquote(resources(queue, "data")[("aws_iam_policy_document", "topic")])
+    denies = {s["sid"]: s["condition"][0] for s in policy["statement"] if s.get("effect") == "Deny"}
+    assert denies["OnlyControlQueuesSubscribe"]["values"] == ["sqs"]
+    assert denies["OnlyThisAccountsControlQueues"]["values"][0].endswith(":${local.control_queue_prefix}*")
+    environment = (queue / "outputs.tf").read_text()
+    for key in ("SQS_DDB_REMOTE_CONTROL", "SQS_DDB_CONTROL_TOPIC_ARN", "SQS_DDB_EVENTS", "SQS_DDB_EVENTS_TOPIC_ARN",
+                "SQS_DDB_CONTROL_NAMESPACE"):
+        assert key in environment
 
 
 def test_worker_module_drains_checks_health_and_has_no_static_keys():

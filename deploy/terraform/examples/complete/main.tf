@@ -8,6 +8,7 @@ module "queue" {
   name                       = "${var.name}-jobs"
   fifo                       = true
   visibility_timeout_seconds = 60
+  remote_control             = true # celery inspect/control, revoke(terminate=True)
 }
 
 module "table" {
@@ -32,13 +33,15 @@ module "worker" {
   dead_letter_queue_arns = [module.queue.dead_letter_queue_arn]
   table_arn              = module.table.table_arn
   payload_bucket_arn     = module.table.payload_bucket_arn
+  control_queue_prefix   = module.queue.control_queue_prefix
+  control_topic_arns     = compact([module.queue.control_topic_arn, module.queue.events_topic_arn])
 
   capacity_provider_strategy = var.use_spot ? [
     { capacity_provider = "FARGATE", weight = 1, base = 1 },
     { capacity_provider = "FARGATE_SPOT", weight = 3, base = 0 },
   ] : [{ capacity_provider = "FARGATE", weight = 1, base = 0 }]
 
-  environment = {
+  environment = merge(module.queue.control_environment, {
     AWS_REGION        = var.region
     DEMO_QUEUE        = module.queue.queue_name
     DEMO_QUEUE_URL    = module.queue.queue_url
@@ -46,7 +49,7 @@ module "worker" {
     DEMO_TABLE        = module.table.table_name
     DEMO_BUCKET       = module.table.payload_bucket_name
     SQS_DDB_JSON_LOGS = "true"
-  }
+  })
 }
 
 module "autoscaling" {

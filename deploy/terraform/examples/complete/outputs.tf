@@ -1,7 +1,7 @@
 output "celery_settings" {
   description = "What to put into the Celery app (see README: Connect a Celery app)"
   value = {
-    broker_settings = "celery_sqs_ddb.broker_settings({\"${module.queue.queue_name}\": \"${module.queue.queue_url}\"}, region=\"${var.region}\", dead_letter_queue=\"${module.queue.dead_letter_queue_url}\", s3_bucket=\"${module.table.payload_bucket_name}\", visibility_timeout=60)"
+    broker_settings = "celery_sqs_ddb.broker_settings({\"${module.queue.queue_name}\": \"${module.queue.queue_url}\"}, region=\"${var.region}\", dead_letter_queue=\"${module.queue.dead_letter_queue_url}\", s3_bucket=\"${module.table.payload_bucket_name}\", visibility_timeout=60, remote_control=True, control_topic_arn=\"${module.queue.control_topic_arn}\")"
     result_backend  = "ddb://${module.table.table_name}?region=${var.region}"
   }
 }

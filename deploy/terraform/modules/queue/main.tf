@@ -7,6 +7,14 @@ locals {
   name     = "${var.name}${local.suffix}"
   dlq_name = "${var.name}-dlq${local.suffix}"
   sse_sqs  = var.kms_master_key_id == null
+
+  # Remote control and events (celery_sqs_ddb.control): topics named <name>-control/-events; each
+  # worker creates its own queue <name>-ctl-* at start and deletes it when it stops.
+  control_queue_prefix = "${var.name}-ctl-"
+  topics = merge(
+    var.remote_control ? { control = "${var.name}-control" } : {},
+    var.events ? { events = "${var.name}-events" } : {},
+  )
 }
 
 resource "aws_sqs_queue" "this" {
@@ -52,6 +60,84 @@ resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
     redrivePermission = "byQueue"
     sourceQueueArns   = [aws_sqs_queue.this.arn]
   })
+}
+
+################################################################################
+# Remote control and events: SNS topics (broadcast) for per-worker SQS queues
+################################################################################
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+resource "aws_sns_topic" "broadcast" {
+  for_each = local.topics
+
+  name              = each.value
+  kms_master_key_id = var.topic_kms_master_key_id
+
+  tags = var.tags
+}
+
+# Who may use the topics: principals of this account (their IAM policies decide), and only SQS
+# queues of this account named <name>-ctl-* may subscribe. Each worker's queue policy lets the
+# topic deliver (set by the worker on the queue it creates, as the queue does not exist here).
+data "aws_iam_policy_document" "topic" {
+  for_each = local.topics
+
+  statement {
+    sid       = "ThisAccount"
+    actions   = ["sns:Publish", "sns:Subscribe", "sns:Unsubscribe", "sns:ListSubscriptionsByTopic", "sns:GetTopicAttributes"]
+    resources = [aws_sns_topic.broadcast[each.key].arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+
+  statement {
+    sid       = "OnlyControlQueuesSubscribe"
+    effect    = "Deny"
+    actions   = ["sns:Subscribe"]
+    resources = [aws_sns_topic.broadcast[each.key].arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "StringNotEquals"
+      variable = "sns:Protocol"
+      values   = ["sqs"]
+    }
+  }
+
+  statement {
+    sid       = "OnlyThisAccountsControlQueues"
+    effect    = "Deny"
+    actions   = ["sns:Subscribe"]
+    resources = [aws_sns_topic.broadcast[each.key].arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "ArnNotLike"
+      variable = "sns:Endpoint"
+      values   = ["arn:${data.aws_partition.current.partition}:sqs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:${local.control_queue_prefix}*"]
+    }
+  }
+}
+
+resource "aws_sns_topic_policy" "broadcast" {
+  for_each = local.topics
+
+  arn    = aws_sns_topic.broadcast[each.key].arn
+  policy = data.aws_iam_policy_document.topic[each.key].json
 }
 
 ################################################################################

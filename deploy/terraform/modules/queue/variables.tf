@@ -86,6 +86,24 @@ variable "oldest_message_alarm_seconds" {
   default     = 900
 }
 
+variable "remote_control" {
+  description = "Create the SNS topic of celery inspect/control and broadcast revoke (celery_sqs_ddb remote control; one SQS queue per worker)"
+  type        = bool
+  default     = false
+}
+
+variable "events" {
+  description = "Create the SNS topic of task events (celery events, Flower; one SQS queue per monitor)"
+  type        = bool
+  default     = false
+}
+
+variable "topic_kms_master_key_id" {
+  description = "KMS key of the SNS topics (encryption at rest); the AWS-managed SNS key by default"
+  type        = string
+  default     = "alias/aws/sns"
+}
+
 variable "tags" {
   description = "Tags for every resource"
   type        = map(string)

@@ -36,6 +36,25 @@ locals {
   ecs_actions = [
     "ecs:UpdateTaskProtection",
   ]
+  # Remote control and events (celery_sqs_ddb.aws.CONTROL_ACTIONS), granted only with the queue
+  # module's topics: each worker creates, subscribes and deletes its own <name>-ctl-* queue.
+  control_sqs_actions = [
+    "sqs:CreateQueue",
+    "sqs:DeleteQueue",
+    "sqs:ListQueueTags",
+    "sqs:SetQueueAttributes",
+    "sqs:TagQueue",
+  ]
+  control_list_actions = [
+    "sqs:ListQueues",
+  ]
+  control_sns_actions = [
+    "sns:ListSubscriptionsByTopic",
+    "sns:Publish",
+    "sns:Subscribe",
+    "sns:Unsubscribe",
+  ]
+  control_queues_arn = "arn:${data.aws_partition.current.partition}:sqs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:${coalesce(var.control_queue_prefix, "-")}*"
 
   environment = merge({
     # Celery's time-limited soft shutdown answers SIGQUIT; ECS sends SIGTERM.
@@ -204,6 +223,33 @@ data "aws_iam_policy_document" "task" {
     sid       = "ScaleInProtection"
     actions   = local.ecs_actions
     resources = ["arn:${data.aws_partition.current.partition}:ecs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:task/${local.cluster_name}/*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.control_queue_prefix == null ? [] : [local.control_queues_arn]
+    content {
+      sid       = "ControlQueues"
+      actions   = concat(local.sqs_actions, local.control_sqs_actions)
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.control_queue_prefix == null ? [] : [1]
+    content {
+      sid       = "FindStaleControlQueues"
+      actions   = local.control_list_actions
+      resources = ["*"] # ListQueues has no resource-level permission; it only lists names
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.control_topic_arns) == 0 ? [] : [1]
+    content {
+      sid       = "ControlTopics"
+      actions   = local.control_sns_actions
+      resources = var.control_topic_arns
+    }
   }
 
   dynamic "statement" {

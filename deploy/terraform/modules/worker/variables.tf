@@ -142,6 +142,18 @@ variable "payload_bucket_arn" {
   default     = null
 }
 
+variable "control_queue_prefix" {
+  description = "The queue module's control_queue_prefix: lets the worker create and delete its own remote-control queue; null grants nothing"
+  type        = string
+  default     = null
+}
+
+variable "control_topic_arns" {
+  description = "The queue module's control/events topic ARNs (remote control, task events)"
+  type        = list(string)
+  default     = []
+}
+
 variable "kms_key_arns" {
   description = "Customer-managed KMS keys of the queues/table/bucket, if any"
   type        = list(string)

@@ -1,0 +1,191 @@
+"""Remote control plane with in-process moto: names, settings, queues, subscriptions, sweep."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from celery import Celery
+from kombu import Connection
+from moto import mock_aws
+
+import celery_sqs_ddb
+from celery_sqs_ddb.control import (
+    TAG_OWNER,
+    TAG_ROLE,
+    TAG_SEEN,
+    TAG_SUBSCRIPTION,
+    ControlOptions,
+    ControlPlane,
+    queue_name,
+)
+from celery_sqs_ddb.exceptions import AccessDenied, ConfigurationError
+
+REGION = "eu-west-1"
+OPTIONS = ControlOptions(remote_control=True, events=True, namespace="jobs", keepalive=1, stale_after=10)
+
+
+# ------------------------------------------------------------------ names
+
+
+@pytest.mark.parametrize(("kombu_name", "role", "name"), [
+    ("celery@3f2a.celery.pidbox", "worker", "jobs-ctl-worker-celery-3f2a"),
+    ("w1@ip-10-0-0-1.ec2.internal.celery.pidbox", "worker", "jobs-ctl-worker-w1-ip-10-0-0-1-ec2-internal"),
+    ("5b0c-11.reply.celery.pidbox", "reply", "jobs-ctl-reply-5b0c-11"),
+    ("celeryev.0f1e", "events", "jobs-ctl-events-0f1e"),
+])
+def test_control_queue_names_are_recognizable(kombu_name, role, name):
+    queue = OPTIONS.queue_for(kombu_name)
+    assert (queue.role, queue.name) == (role, name)
+
+
+def test_task_queues_are_not_control_queues():
+    assert OPTIONS.queue_for("jobs.fifo") is None
+    assert OPTIONS.queue_for("celery") is None
+
+
+def test_long_hostnames_fit_sqs_s_80_characters_and_stay_distinct():
+    a = queue_name("jobs-ctl-worker-", "celery@" + "a" * 100 + "1")
+    b = queue_name("jobs-ctl-worker-", "celery@" + "a" * 100 + "2")
+    assert len(a) == len(b) == 80 and a != b
+    assert a.startswith("jobs-ctl-worker-celery-aaaa")
+    assert all(c.isalnum() or c in "-_" for c in a)
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_options_come_from_broker_settings_over_app_settings_over_environment(monkeypatch):
+    assert ControlOptions.resolve({}, {}).active is False  # off by default
+    monkeypatch.setenv("SQS_DDB_REMOTE_CONTROL", "true")
+    monkeypatch.setenv("SQS_DDB_CONTROL_KEEPALIVE", "5")
+    conf = {"sqs_ddb_control_keepalive": 7, "sqs_ddb_events": True}
+    opts = celery_sqs_ddb.broker_settings(["jobs.fifo"], events=False)["broker_transport_options"]
+    resolved = ControlOptions.resolve(opts, conf)
+    assert resolved.remote_control is True  # environment
+    assert resolved.keepalive == 7  # app setting over environment
+    assert resolved.events is False  # broker_settings over app setting
+    assert resolved.namespace == "jobs"  # the first queue, without .fifo
+
+
+def test_broker_settings_for_events_turn_on_worker_events():
+    conf = celery_sqs_ddb.broker_settings(["jobs"], remote_control=True, events=True,
+                                          control_topic_arn="arn:aws:sns:eu-west-1:123456789012:jobs-control")
+    assert conf["worker_send_task_events"] is True
+    assert conf["broker_transport_options"]["remote_control"] == {
+        "remote_control": True, "events": True, "control_topic_arn": "arn:aws:sns:eu-west-1:123456789012:jobs-control"}
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"control_topic_arn": "jobs-control"}, "sqs_ddb_control_topic_arn='jobs-control' is not an SNS topic ARN"),
+    ({"control_namespace": "jobs.fifo"}, "sqs_ddb_control_namespace='jobs.fifo' is not accepted"),
+    ({"remote_control": "maybe"}, "sqs_ddb_remote_control='maybe' is not a boolean"),
+    ({"control_keepalive": 60, "control_stale_after": 90}, "must be at least twice sqs_ddb_control_keepalive"),
+    ({"topic": "x"}, "unknown key 'topic'"),
+])
+def test_bad_options_name_the_setting(raw, message):
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[")):
+        ControlOptions.resolve({"remote_control": raw}, {})
+
+
+def test_the_transport_offers_fanout_only_with_remote_control():
+    def fanout(**kwargs):
+        options = celery_sqs_ddb.broker_settings({"jobs": "https://sqs.eu-west-1.amazonaws.com/1/jobs"},
+                                                 region=REGION, **kwargs)["broker_transport_options"]
+        with Connection("sqs://", transport="celery_sqs_ddb.transport:Transport",
+                        transport_options=options) as conn:
+            return conn.supports_exchange_type("fanout")
+
+    assert fanout() is False
+    assert fanout(events=True) is False  # events alone start no remote-control consumer
+    assert fanout(remote_control=True) is True
+
+
+# ------------------------------------------------------------------ queues and topics
+
+
+@pytest.fixture
+def plane():
+    with mock_aws():
+        yield ControlPlane(OPTIONS, REGION)
+
+
+def test_queues_are_encrypted_short_lived_and_tagged(plane):
+    queue = OPTIONS.queue_for("w1@host.celery.pidbox")
+    url = plane.ensure_queue(queue)
+    attrs = plane.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["SqsManagedSseEnabled"] == "true" and attrs["MessageRetentionPeriod"] == "60"
+    tags = plane.sqs.list_queue_tags(QueueUrl=url)["Tags"]
+    assert tags[TAG_ROLE] == "worker" and tags[TAG_OWNER] == "w1@host"
+    assert abs(float(tags[TAG_SEEN]) - time.time()) < 5
+    assert plane.ensure_queue(queue) == url  # a restarted worker reuses its queue
+
+
+def test_a_subscribed_queue_receives_broadcasts_raw(plane):
+    url = plane.ensure_queue(OPTIONS.queue_for("w1@host.celery.pidbox"))
+    subscription = plane.subscribe(url, "control")
+    topic = plane.topic_arn("control")
+    assert topic.endswith(":jobs-control")
+    attrs = plane.sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    assert attrs["KmsMasterKeyId"] == "alias/aws/sns"  # encrypted at rest
+    policy = json.loads(plane.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])[
+        "Attributes"]["Policy"])
+    assert policy["Statement"][0]["Condition"] == {"ArnEquals": {"aws:SourceArn": topic}}
+    assert plane.sqs.list_queue_tags(QueueUrl=url)["Tags"][TAG_SUBSCRIPTION] == subscription
+    plane.sns.publish(TopicArn=topic, Message='{"method": "ping"}')
+    body = plane.sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"]
+    assert json.loads(body) == {"method": "ping"}  # raw delivery: the kombu message itself
+
+
+def test_configured_topics_are_used_as_given_and_never_created():
+    with mock_aws():
+        arn = "arn:aws:sns:eu-west-1:123456789012:made-by-terraform"
+        plane = ControlPlane(ControlOptions(remote_control=True, namespace="jobs", control_topic_arn=arn), REGION)
+        assert plane.topic_arn("control") == arn
+        assert plane.sns.list_topics()["Topics"] == []
+
+
+def test_sweep_removes_stale_queues_and_orphan_subscriptions_and_keeps_live_ones(plane):
+    live = plane.ensure_queue(OPTIONS.queue_for("live@host.celery.pidbox"))
+    dead = plane.ensure_queue(OPTIONS.queue_for("dead@host.celery.pidbox"))
+    plane.subscribe(live, "control")
+    plane.subscribe(dead, "control")
+    orphan = plane.ensure_queue(OPTIONS.queue_for("gone@host.celery.pidbox"))
+    orphan_subscription = plane.subscribe(orphan, "control")
+    plane.sqs.delete_queue(QueueUrl=orphan)  # deleted without unsubscribing
+    plane.sqs.tag_queue(QueueUrl=dead, Tags={TAG_SEEN: str(int(time.time()) - 60)})
+    unrelated = plane.sqs.create_queue(QueueName="jobs-other")["QueueUrl"]
+
+    preview = plane.sweep(dry_run=True)
+    assert preview.queues_removed == ["jobs-ctl-worker-dead-host"]
+    assert len(plane.sqs.list_queues(QueueNamePrefix="jobs-ctl-")["QueueUrls"]) == 2  # nothing removed
+
+    report = plane.sweep()
+    assert report.queues_removed == ["jobs-ctl-worker-dead-host"]
+    assert report.queues_kept == ["jobs-ctl-worker-live-host"]
+    assert orphan_subscription in report.subscriptions_removed and len(report.subscriptions_removed) == 2
+    assert plane.sqs.list_queues(QueueNamePrefix="jobs-")["QueueUrls"] == [live, unrelated]
+    endpoints = [s["Endpoint"] for s in plane.sns.list_subscriptions()["Subscriptions"]]
+    assert [e.rsplit(":", 1)[-1] for e in endpoints] == ["jobs-ctl-worker-live-host"]
+
+
+def test_missing_permission_names_the_action_and_the_setting(plane):
+    queue = OPTIONS.queue_for("w1@host.celery.pidbox")
+    with Stubber(plane.sqs) as stub:
+        stub.add_client_error("get_queue_url", "QueueDoesNotExist", http_status_code=400)
+        stub.add_client_error("create_queue", "AccessDenied", "not authorized", http_status_code=403)
+        with pytest.raises(AccessDenied, match=r"sqs:CreateQueue on SQS queue 'jobs-ctl-worker-w1-host' "
+                                               r"\(sqs_ddb_remote_control\)"):
+            plane.ensure_queue(queue)
+
+
+def test_inspect_without_remote_control_says_how_to_enable_it():
+    with mock_aws():
+        url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")["QueueUrl"]
+        app = Celery("t", set_as_current=False)
+        app.conf.update(celery_sqs_ddb.broker_settings({"jobs": url}, region=REGION))
+        with pytest.raises(ConfigurationError, match=r"broker_settings\(\.\.\., remote_control=True\)"):
+            app.control.inspect(timeout=0.1).ping()
