@@ -731,12 +731,22 @@ class Channel(SQS.Channel):
         """Send a reply to the client's reply queue by name (the direct exchange's binding exists
         only in the client's process); a client that stopped waiting has deleted it."""
         control = self._control_queue(f"{routing_key}.{exchange}")
-        url = self.control_plane.lookup(control.name) if control is not None else None
-        if url is None:
-            logger.debug("Reply to %s dropped: the client is gone", routing_key)
+        if control is None:
             return
         self._inplace_augment_message(message, exchange, routing_key)
-        self.sqs().send_message(QueueUrl=url, MessageBody=dumps(message))
+        for pause in (0.2, 0.4, None):  # SQS: a queue may take a moment to be usable after CreateQueue
+            url = self.control_plane.lookup(control.name)
+            if url is not None:
+                try:
+                    self.sqs().send_message(QueueUrl=url, MessageBody=dumps(message))
+                    return
+                except ClientError as exc:
+                    if aws.error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                        raise
+            if pause is None:
+                break
+            time.sleep(pause)
+        logger.debug("Reply to %s dropped: the client stopped waiting and deleted its queue", routing_key)
 
     def drain_events(self, timeout: float | None = None, callback: Any = None, **kwargs: Any) -> Any:
         self._drain_timeout = timeout  # a blocking client (inspect, events) must not long-poll past it

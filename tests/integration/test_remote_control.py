@@ -210,6 +210,9 @@ def test_remote_control_off_makes_no_sns_call_and_says_how_to_enable_it(stack, w
     assert stack.item(revoked)["status"] == "REVOKED"
     with pytest.raises(ConfigurationError, match="remote_control=True"):
         app.control.inspect(timeout=1).ping()
+    cli = celery_cli(stack.env(), "inspect", "ping")
+    assert cli.returncode != 0
+    assert "Remote control is off for this SQS broker" in cli.stdout + cli.stderr
     counts = moto_server.counts()
     assert not [k for k in counts if k.startswith("sns:")], counts
     assert counts.get("sqs:SendMessage", 0) >= 1 and counts.get("sqs:CreateQueue", 0) == 0
