@@ -246,10 +246,11 @@ class ControlPlane:
 
     def ensure_queue(self, queue: ControlQueue) -> str:
         """The queue's URL; created (encrypted, short retention, tagged) if it does not exist."""
-        url = self.lookup(queue.name)
-        if url is not None:
-            self.touch(url)
-            return url
+        if queue.role != ROLE_REPLY:  # a reply queue's name is new for every call: no lookup
+            url = self.lookup(queue.name)
+            if url is not None:  # a restarted worker (same hostname) or a recreated connection
+                self.touch(url)
+                return url
         attributes = {"SqsManagedSseEnabled": "true", "MessageRetentionPeriod": str(RETENTION[queue.role]),
                       "VisibilityTimeout": "30"}
         tags = {TAG_ROLE: queue.role, TAG_OWNER: queue.owner[:256], TAG_SEEN: str(int(time.time()))}
@@ -444,8 +445,9 @@ class OwnedQueues:
         while True:
             with self.lock:
                 entries = list(self._mine().values())
-            if not entries:
-                return
+                if not entries:  # under the lock: add() starts a new thread after this one ends
+                    self.thread = None
+                    return
             tick = min(entry.plane.options.keepalive for entry in entries)
             self.wake.wait(max(0.2, tick / 4))
             now = time.monotonic()

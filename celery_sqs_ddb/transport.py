@@ -291,7 +291,7 @@ class Channel(SQS.Channel):
                 return self._publish_reply(message, exchange, routing_key)
             method = self._revoke_from_broadcast(message)
             if not self.control.remote_control:
-                if method != "revoke":
+                if method not in ("revoke", "heartbeat"):  # heartbeat: an event monitor's wake-up call
                     logger.warning("Remote control command %r reaches no worker: %s", method, REMOTE_CONTROL_OFF)
                 return None
         elif exchange and self._exchange_is_fanout(exchange):  # task events: the events topic

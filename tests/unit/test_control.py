@@ -189,3 +189,48 @@ def test_inspect_without_remote_control_says_how_to_enable_it():
         app.conf.update(celery_sqs_ddb.broker_settings({"jobs": url}, region=REGION))
         with pytest.raises(ConfigurationError, match=r"broker_settings\(\.\.\., remote_control=True\)"):
             app.control.inspect(timeout=0.1).ping()
+
+
+def test_owner_keeps_its_queues_fresh_recreates_a_deleted_one_and_deletes_them_when_it_stops():
+    from celery_sqs_ddb.control import OwnedQueues
+
+    with mock_aws():
+        options = ControlOptions(remote_control=True, namespace="jobs", keepalive=0.5, stale_after=5)
+        plane = ControlPlane(options, REGION)
+        owned = OwnedQueues()
+        queue = options.queue_for("w1@host.celery.pidbox")
+        url = plane.ensure_queue(queue)
+        owned.add(plane, queue, url)
+        owned.subscribed(url, plane.subscribe(url, "control"))
+        plane.sqs.tag_queue(QueueUrl=url, Tags={TAG_SEEN: "0"})
+
+        def seen() -> float:
+            try:
+                return float(plane.sqs.list_queue_tags(QueueUrl=url)["Tags"].get(TAG_SEEN, 0))
+            except plane.sqs.exceptions.QueueDoesNotExist:
+                return 0.0
+
+        deadline = time.monotonic() + 10
+        while seen() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert seen() > 0  # refreshed by the keepalive thread
+
+        plane.sqs.delete_queue(QueueUrl=url)  # a cleanup that ran during an outage
+        deadline = time.monotonic() + 10
+        while plane.lookup(queue.name) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert plane.lookup(queue.name) == url  # recreated, same URL
+        deadline = time.monotonic() + 10  # subscribed again: the subscription tag is written last
+        while TAG_SUBSCRIPTION not in plane.sqs.list_queue_tags(QueueUrl=url).get("Tags", {}) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        policy = plane.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+        assert "sns.amazonaws.com" in policy  # with the topic's permission
+
+        assert owned.release_all() == 1
+        assert plane.sqs.list_queues(QueueNamePrefix="jobs-ctl-").get("QueueUrls", []) == []
+        assert plane.sns.list_subscriptions()["Subscriptions"] == []
+        deadline = time.monotonic() + 5
+        while owned.thread is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert owned.thread is None  # nothing left to keep alive: the thread ended
