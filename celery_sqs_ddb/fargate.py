@@ -15,7 +15,9 @@ Active only when ``ECS_CONTAINER_METADATA_URI_V4`` is set (on ECS), except the h
 - Drain: on ECS, ``worker_soft_shutdown_timeout`` is set to ``sqs_ddb_stop_timeout`` minus a
   15 s margin, so after SIGTERM (remapped to Celery's SIGQUIT soft shutdown by
   ``REMAP_SIGTERM=SIGQUIT``) running tasks finish or are cut off before ECS's SIGKILL, and
-  every message not finished is made visible again at once (see ``worker.SqsDdbStep``).
+  every message not finished is made visible again at once (see ``worker.SqsDdbStep``). The
+  wait ends when the running tasks are done (:func:`wait_for_running_tasks`), and an idle
+  worker does not wait at all.
 """
 
 from __future__ import annotations
@@ -106,6 +108,41 @@ def metadata() -> TaskMetadata | None:
 _notes: list[str] = []
 
 
+def wait_for_running_tasks(worker: Any) -> None:
+    """Celery's soft shutdown, ended as soon as the running tasks are done.
+
+    Celery sleeps the whole ``worker_soft_shutdown_timeout`` once a task runs, even if it ends a
+    second later: its event loop, which would notice, is stopped in the signal handler. The pool
+    processes write each result to the table, so here the wait ends once every running task is
+    in a ready state there (SUCCESS, FAILURE, REVOKED), or at the end of the window. A task that
+    stores no result (``ignore_result``) keeps Celery's behaviour: the whole window.
+    """
+    from celery import states as celery_states
+    from celery.worker import state
+
+    from .backend import DynamoDBBackend
+
+    timeout = float(worker.app.conf.worker_soft_shutdown_timeout or 0)
+    ids = [request.id for request in list(state.active_requests)]
+    if timeout <= 0 or not ids:
+        return
+    logger.warning("Soft shutdown: waiting up to %.0f s for %d running task(s)", timeout, len(ids))
+    backend = worker.app.backend
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        if isinstance(backend, DynamoDBBackend):
+            try:
+                items = backend.batch_get(ids)
+            except Exception as exc:  # the table unreachable: keep waiting, as Celery would
+                logger.warning("Soft shutdown: could not read the running tasks' states (%s)", exc)
+            else:
+                if all((items.get(i) or {}).get("status") in celery_states.READY_STATES for i in ids):
+                    logger.info("Soft shutdown: the running tasks finished")
+                    return
+        time.sleep(min(1.0, remaining))
+    logger.warning("Soft shutdown: %.0f s passed; unfinished tasks are released for another worker", timeout)
+
+
 @signals.celeryd_init.connect(weak=False)
 def _on_celeryd_init(sender: str | None = None, instance: Any = None, conf: Any = None,
                      options: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -116,6 +153,7 @@ def _on_celeryd_init(sender: str | None = None, instance: Any = None, conf: Any 
         return
     settings = Settings.from_app(instance.app)
     _setup_json_logs(settings)
+    instance.wait_for_soft_shutdown = lambda: wait_for_running_tasks(instance)
     meta = metadata()
     if meta is None:
         return
@@ -129,7 +167,7 @@ def _on_celeryd_init(sender: str | None = None, instance: Any = None, conf: Any 
         _notes.append(f"ECS task CPU limit {meta.cpu} vCPU: concurrency {conf.worker_concurrency} "
                       "(one process per vCPU)")
     conf.worker_soft_shutdown_timeout = max(1.0, settings.stop_timeout - DRAIN_MARGIN_SECONDS)
-    conf.worker_enable_soft_shutdown_on_idle = True
+    conf.worker_enable_soft_shutdown_on_idle = False  # Celery sleeps the whole window if True, even idle
 
 
 class FargateStep(bootsteps.StartStopStep):

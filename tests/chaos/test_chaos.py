@@ -112,6 +112,9 @@ def test_sigterm_during_long_tasks_releases_and_finishes_elsewhere(stack_factory
     first.signal(signal.SIGTERM)
     workers(env, name="second", concurrency=2).wait_ready()
     assert [r.get(timeout=120) for r in results] == [f"s{i}" for i in range(4)]
+    # it exits once its running tasks are done, not after the whole 100 s soft-shutdown window
+    assert first.process.wait(40) is not None
+    assert "Soft shutdown: the running tasks finished" in first.output()
     runs = executions(effects)
     assert all(runs[f"s{i}"] == 1 for i in range(4)), runs
     report("SIGTERM during long tasks", 4, 1, len(runs), 4 - len(runs), sum(n - 1 for n in runs.values()))
