@@ -208,6 +208,20 @@ class Channel(SQS.Channel):
                 entry["dead_letter_url"] = self._queue_url(dlq)
         super()._validate_predifined_queues()
 
+    def ensure_known_queue(self, name: str) -> str:
+        """The URL of task queue ``name``; a queue that exists in SQS but is not in
+        ``predefined_queues`` (``control add_consumer``) is added to them. Raises
+        :class:`~celery_sqs_ddb.exceptions.QueueNotFound` naming it otherwise."""
+        entry = self.predefined_queues.get(name)
+        if entry and entry.get("url"):
+            return entry["url"]
+        url = self._queue_url(name)
+        if name.endswith(".fifo") != url.endswith(".fifo"):
+            raise ConfigurationError(f"queue {name!r}: a FIFO queue's name ends in '.fifo' ({url})")
+        self.predefined_queues[name] = {**(entry or {}), "url": url}
+        self._queue_cache[name] = url
+        return url
+
     def _queue_url(self, name: str) -> str:
         from . import aws
 
@@ -463,6 +477,9 @@ class Channel(SQS.Channel):
         ``Unrecoverable error`` that stopped the worker.
         """
         exc = next((a for a in reversed(args) if isinstance(a, BaseException)), None)  # vine passes it last
+        if self._closing or self.closed or self.connection is None:
+            logger.debug("ReceiveMessage on %s ended with the channel closed (%s)", queue, exc)
+            return
         logger.warning("ReceiveMessage on %s failed (%s); polling again in 1 s", queue, exc)
         if self.hub is not None and not self._closing:
             self.hub.call_later(1.0, self._schedule_queue, queue)

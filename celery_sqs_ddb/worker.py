@@ -196,6 +196,41 @@ def add_worker_options(app: Any) -> None:
                  "(batch jobs; setting sqs_ddb_exit_when_idle)."))
 
 
+def _checked_add_consumer(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``celery control add_consumer QUEUE`` on SQS: the queue must exist (it is added to
+    ``predefined_queues``); a missing one is answered with an error instead of Celery adding a
+    consumer that fails later in the event loop and stops the worker."""
+
+    def add_consumer(state: Any, queue: str, exchange: str | None = None, exchange_type: str | None = None,
+                     routing_key: str | None = None, **options: Any) -> Any:
+        channel = getattr(getattr(state.consumer, "task_consumer", None), "channel", None)
+        from .exceptions import SqsDdbError
+        from .transport import Channel
+
+        if isinstance(channel, Channel):
+            try:
+                channel.ensure_known_queue(queue)
+            except SqsDdbError as exc:
+                logger.error("add_consumer %s refused: %s", queue, exc)
+                return {"error": f"add consumer {queue}: {exc}"}
+        return original(state, queue, exchange, exchange_type, routing_key, **options)
+
+    add_consumer.__doc__ = original.__doc__
+    add_consumer._sqs_ddb_checked = True  # type: ignore[attr-defined]
+    return add_consumer
+
+
+def _install_control_commands() -> None:
+    from celery.worker.control import Panel
+
+    original = Panel.data.get("add_consumer")
+    if original is not None and not getattr(original, "_sqs_ddb_checked", False):
+        Panel.data["add_consumer"] = _checked_add_consumer(original)
+
+
+_install_control_commands()
+
+
 @signals.worker_init.connect(weak=False)
 def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     app = getattr(sender, "app", None)

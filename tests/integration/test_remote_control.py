@@ -91,9 +91,28 @@ def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, wor
     assert [t["id"] for tasks in active.values() for t in tasks] == [running.id]
     assert [t["name"] for tasks in active.values() for t in tasks] == ["tests.slow_effect"]
 
-    # inspect registered: the task names
+    # inspect registered: the task names; stats, reserved and query_task answer too
     registered = inspect.registered()
     assert set(registered) == names and all("tests.add" in tasks for tasks in registered.values())
+    stats = inspect.stats()
+    assert sorted(stats) == sorted(names) and sum(s["total"].get("tests.slow_effect", 0) for s in stats.values()) == 1
+    assert set(inspect.reserved()) == names
+    query = inspect.query_task(running.id)
+    assert [state for found in query.values() for state, _ in found.values()] == ["active"]
+
+    # control pool_grow, and add_consumer: an existing queue is consumed, a missing one refused
+    w1_name = f"w1@{HOST}"
+    assert app.control.pool_grow(1, reply=True, timeout=10, destination=[w1_name]) == [
+        {w1_name: {"ok": "pool will grow"}}]
+    extra = stack.sqs.create_queue(QueueName=f"{stack.queue}-extra")["QueueUrl"]
+    assert extra
+    added = app.control.add_consumer(f"{stack.queue}-extra", reply=True, timeout=10, destination=[w1_name])
+    assert added == [{w1_name: {"ok": f"add consumer {stack.queue}-extra"}}]
+    wait_until(lambda: f"{stack.queue}-extra" in [q["name"] for q in inspect.active_queues()[w1_name]], 30,
+               "w1 consumes the added queue")
+    refused = app.control.add_consumer("no-such-queue", reply=True, timeout=10, destination=[w1_name])
+    assert "no-such-queue" in refused[0][w1_name]["error"] and "does not exist" in refused[0][w1_name]["error"]
+    assert w1.process.poll() is None and inspect.ping() == {n: {"ok": "pong"} for n in names}
 
     # control rate_limit: both acknowledge, and the new rate is what they report
     replies = app.control.rate_limit("tests.tsum", "7/m", reply=True, timeout=10, destination=sorted(names))
@@ -123,6 +142,8 @@ def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, wor
     assert w1.stop() == 0
     assert control_queues(stack) == []
     assert subscriptions(stack) == []
+    logs = w1.output() + w2.output()
+    assert "Unrecoverable" not in logs and "ReceiveMessage on" not in logs and "Traceback" not in logs
 
 
 def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack_factory, workers):
