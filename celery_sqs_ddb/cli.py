@@ -139,6 +139,14 @@ def doctor(ctx: click.Context) -> None:
             check(f"dead-letter queue of {name}", lambda entry=entry: _check_queue(app, entry["dead_letter_url"]))
     if s.s3_bucket:
         check(f"bucket {s.s3_bucket}", lambda: _client(app, "s3").head_bucket(Bucket=s.s3_bucket) and "")
+    from .control import KIND_CONTROL, KIND_EVENTS, ControlPlane
+
+    plane = ControlPlane.for_app(app)
+    for kind, enabled in ((KIND_CONTROL, plane.options.remote_control), (KIND_EVENTS, plane.options.events)):
+        if enabled:
+            check(f"{kind} topic", lambda kind=kind: _check_topic(plane, kind))
+    if plane.options.active:
+        check(f"control queues {plane.options.queue_prefix}*", lambda: _check_control_queues(plane))
     if problems:
         ctx.obj.echo(f"{problems} problem(s) found")
         sys.exit(1)
@@ -162,6 +170,22 @@ def _check_table(app: Any, s: Settings) -> str:
     if not _ttl_enabled(ddb, table):
         raise ValueError(f"TTL is not enabled on {schema.TTL_ATTRIBUTE!r}; run create-table again")
     return f"{desc['TableStatus']}, index {schema.STATUS_INDEX}, TTL on {schema.TTL_ATTRIBUTE}"
+
+
+def _check_topic(plane: Any, kind: str) -> str:
+    arn = plane.topic_arn(kind, create=False)
+    if arn is None:
+        return (f"no ARN configured (sqs_ddb_{kind}_topic_arn): created as {plane.options.topic_name(kind)} "
+                "on first use (local development; in production use the Terraform queue module's topic)")
+    with aws.translated("sns", "ListSubscriptionsByTopic", f"SNS topic {arn}", setting=f"sqs_ddb_{kind}_topic_arn"):
+        subscriptions = plane.sns.list_subscriptions_by_topic(TopicArn=arn).get("Subscriptions", [])
+    return f"{arn}, {len(subscriptions)} subscribed queue(s)"
+
+
+def _check_control_queues(plane: Any) -> str:
+    report = plane.sweep(dry_run=True)
+    stale = f", {len(report.queues_removed)} stale (run sqs-ddb cleanup)" if report.queues_removed else ""
+    return f"{len(report.queues_kept)} live{stale}"
 
 
 def _check_queue(app: Any, url: str) -> str:

@@ -217,11 +217,12 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ topics
 
-    def topic_arn(self, kind: str) -> str:
+    def topic_arn(self, kind: str, create: bool = True) -> str | None:
         """The topic of ``kind`` (control or events): the configured ARN, else created by name
-        (CreateTopic is idempotent; local development, where no Terraform made one)."""
+        (CreateTopic is idempotent; local development, where no Terraform made one). With
+        ``create=False``, None instead of creating it."""
         arn = self._topics.get(kind) or self.options.configured_topic(kind)
-        if arn:
+        if arn or not create:
             return arn
         with self._lock:
             if kind not in self._topics:
@@ -261,7 +262,7 @@ class ControlPlane:
 
     def subscribe(self, url: str, kind: str) -> str:
         """Let the topic send to the queue (queue policy), then subscribe it with raw delivery."""
-        topic = self.topic_arn(kind)
+        topic = str(self.topic_arn(kind))
         name = url.rsplit("/", 1)[-1]
         with aws.translated("sqs", "SetQueueAttributes", f"SQS queue '{name}'", setting="sqs_ddb_remote_control"):
             queue_arn = self.sqs.get_queue_attributes(
@@ -338,7 +339,9 @@ class ControlPlane:
         kinds = ([KIND_CONTROL] if self.options.remote_control else []) + (
             [KIND_EVENTS] if self.options.events else [])
         for kind in kinds:
-            topic = self.topic_arn(kind)
+            topic = self.topic_arn(kind, create=False)  # a sweep never creates a topic
+            if topic is None:  # not configured and not used by this process (local development)
+                continue
             for page in self.sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic):
                 for sub in page.get("Subscriptions", []):
                     arn, endpoint = sub.get("SubscriptionArn", ""), sub.get("Endpoint", "")
@@ -370,7 +373,7 @@ class Topics(_KombuSns):
     def _get_or_create_topic(self, exchange_name: str) -> str:
         exchange = self.channel.state.exchanges.get(exchange_name) or {}
         kind = KIND_EVENTS if exchange.get("type") == "topic" else KIND_CONTROL
-        return self.plane.topic_arn(kind)
+        return str(self.plane.topic_arn(kind))
 
     def initialise_exchange(self, exchange_name: str) -> None:
         # kombu sweeps the topic's subscriptions here, on every bind (one GetQueueUrl per

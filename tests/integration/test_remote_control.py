@@ -175,6 +175,10 @@ def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack
     wait_until(lambda: f"would remove queue {stack.queue}-ctl-worker-w2-{HOST}" in celery_cli(
         env, "sqs-ddb", "cleanup", "--dry-run").stdout,
                STALE_AFTER * 5, "the second killed worker's queue goes stale")
+    doctor = celery_cli(env, "sqs-ddb", "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"ok    control queues {stack.queue}-ctl-*: 1 live, 1 stale (run sqs-ddb cleanup)" in doctor.stdout
+    assert "ok    control topic: no ARN configured (sqs_ddb_control_topic_arn)" in doctor.stdout
     result = celery_cli(env, "sqs-ddb", "cleanup")
     assert result.returncode == 0, result.stderr
     assert f"removed queue {stack.queue}-ctl-worker-w2-{HOST}" in result.stdout
@@ -184,7 +188,7 @@ def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack
     assert control_queues(stack) == [] and subscriptions(stack) == []
 
 
-def test_task_events_reach_an_event_receiver_through_sns(stack_factory, workers, monkeypatch):
+def test_task_events_reach_an_event_receiver_through_sns(stack_factory, workers, monkeypatch, moto_server):
     stack = stack_factory()
     env = control_env(stack, {"remote_control": False, "events": True})
     app = make_client_app(stack, monkeypatch, TEST_TRANSPORT_OPTIONS=env["TEST_TRANSPORT_OPTIONS"])
@@ -213,6 +217,14 @@ def test_task_events_reach_an_event_receiver_through_sns(stack_factory, workers,
         e["type"] for e in seen if e.get("uuid") == result.id}, 30, f"task events arrived: {seen}")
     succeeded = next(e for e in seen if e["type"] == "task-succeeded" and e["uuid"] == result.id)
     assert succeeded["hostname"] == f"w1@{HOST}" and succeeded["result"] == "3"
+
+    # the cost: task events are batched per event-loop turn, at most one SNS publish per event
+    moto_server.reset_counts()
+    batch = [app.tasks["tests.add"].delay(i, i) for i in range(10)]
+    assert [r.get(timeout=60) for r in batch] == [2 * i for i in range(10)]
+    wait_until(lambda: sum(e["type"] == "task-succeeded" for e in seen) >= 11, 30, "all events arrived")
+    publishes = moto_server.counts().get("sns:Publish", 0)
+    assert 1 <= publishes <= 3 * len(batch), publishes
     receivers[0].should_stop = True
     thread.join(30)
     assert not errors, errors
