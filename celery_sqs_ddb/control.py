@@ -425,24 +425,26 @@ class OwnedQueues:
         with self.lock:
             return set(self._mine())
 
-    def release(self, url: str) -> None:
-        """Delete one owned queue now (and its subscription)."""
+    def release(self, url: str) -> bool:
+        """Delete one owned queue now (and its subscription); False if that failed (logged)."""
         with self.lock:
             entry = self._mine().pop(url, None)
-        if entry is not None:
-            try:
-                entry.plane.delete(entry.url, entry.subscription)
-            except (ClientError, BotoCoreError) as exc:
-                logger.warning("Could not delete control queue %s (%s); `celery -A app sqs-ddb cleanup` "
-                               "removes it once stale", entry.queue.name, exc)
+        if entry is None:
+            return False
+        try:
+            entry.plane.delete(entry.url, entry.subscription)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("Could not delete control queue %s (%s); `celery -A app sqs-ddb cleanup` "
+                           "removes it once stale", entry.queue.name, exc)
+            return False
+        return True
 
     def release_all(self, roles: Iterable[str] = (ROLE_WORKER, ROLE_REPLY, ROLE_EVENTS)) -> int:
+        """Delete every owned queue of these roles; returns how many were deleted."""
         roles = set(roles)
         with self.lock:
             urls = [url for url, entry in self._mine().items() if entry.queue.role in roles]
-        for url in urls:
-            self.release(url)
-        return len(urls)
+        return sum(self.release(url) for url in urls)
 
     def _run(self) -> None:
         while True:

@@ -42,6 +42,7 @@ def base_environment(endpoint: str | None) -> dict[str, str]:
         "DEMO_DLQ": os.environ.get("DEMO_DLQ", "digits-jobs-dlq.fifo"),
         "DEMO_TABLE": os.environ.get("DEMO_TABLE", "digits-results"),
         "DEMO_BUCKET": os.environ.get("DEMO_BUCKET", "digits-payloads"),
+        "SQS_DDB_REMOTE_CONTROL": "true",  # celery inspect/control over SNS (README: Remote control)
     }
     if endpoint:
         env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -174,6 +175,8 @@ def submit_jobs(url: str) -> None:
                 break
             time.sleep(0.1)
         print(f"  predict(digit {sample['label']}) -> {state.get('result') or state.get('error')}")
+    workers = json.loads(urllib.request.urlopen(f"{url}/api/workers").read())
+    print(f"  inspect ping (remote control over SNS -> SQS): {', '.join(workers['workers']) or 'no answer'}")
     batch = post("/api/batch", {"count": 20, "bad": 2, "long": True})
     print(f"  submit_many: {len(batch['task_ids'])} jobs (2 invalid on purpose) + 1 long job with progress")
     time.sleep(2)

@@ -2,7 +2,9 @@
 
 Pages: ``/`` (submit a digit or a batch), ``/jobs`` (job board), ``/jobs/<id>`` (one job).
 JSON API (documented in README.md): ``GET /api/samples``, ``POST /api/predict``,
-``POST /api/batch``, ``GET /api/jobs``, ``GET /api/jobs/<id>``, ``GET /api/counts``.
+``POST /api/batch``, ``GET /api/jobs``, ``GET /api/jobs/<id>``, ``GET /api/counts``,
+``GET /api/workers`` (``inspect ping`` over SNS -> SQS; 503 with the reason when remote control
+is off).
 Run: ``python -m example_project.web`` (port ``DEMO_WEB_PORT``, default 8000).
 """
 
@@ -18,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from celery_sqs_ddb import jobs as list_jobs
 from celery_sqs_ddb import submit_many
+from celery_sqs_ddb.exceptions import ConfigurationError
 from example_project import tasks
 
 MAX_UPLOAD_BYTES = 256 * 1024
@@ -163,6 +166,14 @@ def create_app() -> Flask:
             counts[status] = f"{len(found)}+" if cursor else len(found)
         return jsonify(counts)
 
+    @web.get("/api/workers")
+    def api_workers() -> Any:
+        try:  # a broadcast waits its whole timeout for answers
+            replies = celery.control.inspect(timeout=float(request.args.get("timeout", 2))).ping() or {}
+        except ConfigurationError as exc:
+            return jsonify(error=str(exc)), 503
+        return jsonify(workers=sorted(replies))
+
     # ------------------------------------------------------------------ pages
 
     @web.get("/")
@@ -262,6 +273,7 @@ document.getElementById('batch-form').onsubmit = async e => {
 
 BOARD_BODY = """
 <div class="card" style="display:flex; gap:2.5rem" id="counts"></div>
+<p>Workers (<code>inspect ping</code>): <span id="workers">asking…</span></p>
 <div class="board">
  <div class="card"><h3>Queued</h3><table id="board-QUEUED"></table><button data-more="QUEUED">older</button></div>
  <div class="card"><h3>Running</h3><table id="board-STARTED"></table><button data-more="STARTED">older</button></div>
@@ -290,7 +302,12 @@ async function refresh() {
 }
 document.querySelectorAll('[data-more]').forEach(b => b.onclick = () => {
   const s = b.dataset.more; if (cursors[s]) { pages[s].push(cursors[s]); refresh(); } });
-refresh(); setInterval(refresh, 1000);
+async function workers() {
+  const r = await fetch('/api/workers'); const j = await r.json();
+  document.getElementById('workers').innerHTML = r.ok ? (j.workers.join(', ') || 'none answered')
+    : `<span class="err">${j.error}</span>`;
+}
+refresh(); setInterval(refresh, 1000); workers(); setInterval(workers, 10000);
 </script>"""
 
 DETAIL_BODY = """

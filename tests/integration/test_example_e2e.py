@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.conftest import ARTIFACTS, ROOT, Worker, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
+HOST = socket.gethostname()
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -80,6 +82,7 @@ def test_browser_submit_predict_batch_progress_and_job_board(example_stack, web)
             expect(page.locator("#batch-status")).to_contain_text("submitted 14 jobs + 1 long job", timeout=30_000)
 
             page.goto(f"{web}/jobs")
+            expect(page.locator("#workers")).to_have_text(f"example@{HOST}", timeout=30_000)  # inspect ping
             bar = page.locator("#board-STARTED progress")
             expect(bar).to_be_visible(timeout=60_000)
             seen = {int(bar.first.get_attribute("value"))}
