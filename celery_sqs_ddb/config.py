@@ -285,7 +285,8 @@ def check_serializers(conf: Any, allow_pickle: bool) -> None:
     """Refuse pickle anywhere in the (result) serializer/accept settings unless allowed."""
     if allow_pickle:
         return
-    for key in ("task_serializer", "result_serializer", "accept_content", "result_accept_content"):
+    # remote control uses task_serializer/accept_content; events their own serializer
+    for key in ("task_serializer", "result_serializer", "accept_content", "result_accept_content", "event_serializer"):
         value = conf.get(key)
         values = [value] if isinstance(value, str) else list(value or ())
         if any(str(v).endswith("pickle") for v in values):

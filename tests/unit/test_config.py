@@ -87,6 +87,7 @@ def test_url_parts():
         {"result_serializer": "pickle"},
         {"accept_content": ["json", "pickle"]},
         {"result_accept_content": ["application/x-python-serialize", "pickle"]},
+        {"event_serializer": "pickle"},  # task events travel over SNS with events on
     ],
 )
 def test_pickle_is_refused_unless_allowed(conf):
