@@ -73,6 +73,8 @@ RETRYABLE_CODES = frozenset({
     "InternalServerError", "ServiceUnavailable", "InternalFailure", "Throttling",
     "TransactionConflictException", "SlowDown", "RequestThrottled", "ServiceUnavailableException",
 })
+#: SQS's "no such queue" (query protocol, JSON protocol)
+MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 ACCESS_CODES = frozenset({
     "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
     "ExpiredTokenException", "SignatureDoesNotMatch", "MissingAuthenticationToken",
@@ -149,7 +151,7 @@ def translated(service: str, action: str, resource: str, *, setting: str = "", h
         where = f"{resource}" + (f" ({setting})" if setting else "")
         if code in ("ResourceNotFoundException", "NoSuchBucket") and service == "dynamodb":
             raise TableNotFound(f"{where} does not exist{'; ' + hint if hint else ''}") from exc
-        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if code in MISSING_QUEUE_CODES:
             raise QueueNotFound(f"{where} does not exist{'; ' + hint if hint else ''}") from exc
         if code in ACCESS_CODES:
             raise AccessDenied(

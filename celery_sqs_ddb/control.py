@@ -54,7 +54,6 @@ MAX_QUEUE_NAME = 80
 #: SQS MessageRetentionPeriod per role: a broadcast older than a minute is of no use to anyone
 #: (60 s is SQS's minimum); event receivers get a little slack.
 RETENTION = {ROLE_WORKER: 60, ROLE_REPLY: 60, ROLE_EVENTS: 300}
-_MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 _MISSING_SUBSCRIPTION = ("NotFound", "NotFoundException", "InvalidParameter")
 
 REMOTE_CONTROL_OFF = (
@@ -283,18 +282,22 @@ class ControlPlane:
         """Mark the queue as alive now (its owner calls this every ``keepalive`` seconds)."""
         self.sqs.tag_queue(QueueUrl=url, Tags={TAG_SEEN: str(int(time.time()))})
 
+    def unsubscribe(self, subscription: str) -> None:
+        """Remove one subscription; already gone is fine."""
+        try:
+            self.sns.unsubscribe(SubscriptionArn=subscription)
+        except ClientError as exc:
+            if aws.error_code(exc) not in _MISSING_SUBSCRIPTION:
+                raise
+
     def delete(self, url: str, subscription: str | None = None) -> None:
         """Unsubscribe, then delete the queue; both already gone is fine."""
         if subscription and subscription.startswith("arn:"):
-            try:
-                self.sns.unsubscribe(SubscriptionArn=subscription)
-            except ClientError as exc:
-                if aws.error_code(exc) not in _MISSING_SUBSCRIPTION:
-                    raise
+            self.unsubscribe(subscription)
         try:
             self.sqs.delete_queue(QueueUrl=url)
         except ClientError as exc:
-            if aws.error_code(exc) not in _MISSING_QUEUE:
+            if aws.error_code(exc) not in aws.MISSING_QUEUE_CODES:
                 raise
         logger.info("Deleted control queue %s", url.rsplit("/", 1)[-1])
 
@@ -319,7 +322,7 @@ class ControlPlane:
             try:
                 tags = self.sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
             except ClientError as exc:
-                if aws.error_code(exc) in _MISSING_QUEUE:
+                if aws.error_code(exc) in aws.MISSING_QUEUE_CODES:
                     continue
                 raise
             try:
@@ -354,11 +357,7 @@ class ControlPlane:
                     report.subscriptions_removed.append(arn)
                     removed_subscriptions.add(arn)
                     if not dry_run:
-                        try:
-                            self.sns.unsubscribe(SubscriptionArn=arn)
-                        except ClientError as exc:
-                            if aws.error_code(exc) not in _MISSING_SUBSCRIPTION:
-                                raise
+                        self.unsubscribe(arn)
         return report
 
 
@@ -463,7 +462,7 @@ class OwnedQueues:
                     entry.plane.touch(entry.url)
                     entry.touched = now
                 except ClientError as exc:
-                    if aws.error_code(exc) in _MISSING_QUEUE:
+                    if aws.error_code(exc) in aws.MISSING_QUEUE_CODES:
                         self._recreate(entry)
                     else:
                         logger.warning("Could not refresh control queue %s: %s", entry.queue.name, exc)

@@ -758,7 +758,7 @@ class Channel(SQS.Channel):
                     self.sqs().send_message(QueueUrl=url, MessageBody=dumps(message))
                     return
                 except ClientError as exc:
-                    if aws.error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                    if aws.error_code(exc) not in aws.MISSING_QUEUE_CODES:
                         raise
             if pause is None:
                 break
