@@ -163,7 +163,7 @@ def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack
     wait_until(lambda: control_queues(stack) == [f"{stack.queue}-ctl-worker-w2-{HOST}"], 30,
                "worker start removed the stale queue")
     assert subscriptions(stack) == control_queues(stack)
-    assert "Removed 1 stale remote-control queue(s)" in w2.output()
+    wait_until(lambda: "Removed 1 stale remote-control queue(s)" in w2.output(), 10, "the sweep's log line")
 
     # `sqs-ddb cleanup` removes a killed worker's queue and subscription, and keeps live ones
     w3 = workers(env, "w3").wait_ready()
