@@ -169,9 +169,9 @@ def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack
     w3 = workers(env, "w3").wait_ready()
     w2.signal(signal.SIGKILL)
     w2.process.wait(30)
-    fresh = celery_cli(env, "sqs-ddb", "cleanup")
+    fresh = celery_cli(env, "sqs-ddb", "cleanup", "--stale-after", "60")
     assert fresh.returncode == 0, fresh.stderr
-    assert "removed 0 queue(s)" in fresh.stdout  # not stale yet: kept
+    assert "removed 0 queue(s)" in fresh.stdout and "kept 2 live queue(s)" in fresh.stdout  # not stale yet
     wait_until(lambda: f"would remove queue {stack.queue}-ctl-worker-w2-{HOST}" in celery_cli(
         env, "sqs-ddb", "cleanup", "--dry-run").stdout,
                STALE_AFTER * 5, "the second killed worker's queue goes stale")
