@@ -314,7 +314,9 @@ class ControlPlane:
         prefix = self.options.queue_prefix
         urls: list[str] = []
         with aws.translated("sqs", "ListQueues", f"SQS queues '{prefix}*'", setting="sqs_ddb_remote_control"):
-            for page in self.sqs.get_paginator("list_queues").paginate(QueueNamePrefix=prefix):
+            pages = self.sqs.get_paginator("list_queues").paginate(  # MaxResults: or SQS stops at 1,000
+                QueueNamePrefix=prefix, PaginationConfig={"PageSize": 1000})
+            for page in pages:
                 urls.extend(page.get("QueueUrls", []))
         removed_subscriptions: set[str] = set()
         for url in urls:

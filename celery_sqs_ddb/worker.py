@@ -3,7 +3,10 @@ task messages, and release of un-started messages on warm shutdown.
 
 Installed automatically when a worker starts with this package's backend or transport
 (through Celery's ``worker_init`` signal, which runs before the consumer is built), or
-explicitly with :func:`celery_sqs_ddb.configure`.
+explicitly with :func:`celery_sqs_ddb.configure`. With remote control on
+(:mod:`celery_sqs_ddb.control`), the ``worker_ready`` signal sweeps stale control queues in the
+background and ``worker_shutdown`` deletes this worker's own; ``control add_consumer`` checks
+that the SQS queue exists before Celery adds a consumer for it.
 """
 
 from __future__ import annotations
