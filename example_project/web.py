@@ -168,8 +168,14 @@ def create_app() -> Flask:
 
     @web.get("/api/workers")
     def api_workers() -> Any:
+        try:
+            timeout = float(request.args.get("timeout", 2))
+        except ValueError:
+            raise BadRequest("timeout must be a number of seconds") from None
+        if not 0.1 <= timeout <= 10:
+            raise BadRequest(f"timeout must be 0.1 to 10 seconds, got {timeout}")
         try:  # a broadcast waits its whole timeout for answers
-            replies = celery.control.inspect(timeout=float(request.args.get("timeout", 2))).ping() or {}
+            replies = celery.control.inspect(timeout=timeout).ping() or {}
         except ConfigurationError as exc:
             return jsonify(error=str(exc)), 503
         return jsonify(workers=sorted(replies))

@@ -123,3 +123,20 @@ def test_internal_errors_show_no_stack_trace(client, monkeypatch):
     assert response.status_code == 500
     assert response.json == {"error": "internal error; see the server log"}
     assert b"secret" not in response.data and b"Traceback" not in response.data
+
+
+def test_workers_endpoint_says_when_remote_control_is_off_and_checks_its_timeout(client):
+    http, _, _ = client
+    off = http.get("/api/workers?timeout=0.1")
+    assert off.status_code == 503 and "Remote control is off" in off.json["error"]
+    assert http.get("/api/workers?timeout=soon").json == {"error": "timeout must be a number of seconds"}
+    assert http.get("/api/workers?timeout=60").status_code == 400
+
+
+def test_workers_endpoint_with_remote_control_and_no_worker_lists_none(client, monkeypatch):
+    http, _, _ = client
+    monkeypatch.setenv("SQS_DDB_REMOTE_CONTROL", "true")
+    response = http.get("/api/workers?timeout=0.2")
+    assert response.status_code == 200 and response.json == {"workers": []}
+    sqs = boto3.client("sqs", region_name=REGION)
+    assert [u for u in sqs.list_queues().get("QueueUrls", []) if "-ctl-" in u] == []  # its reply queue is gone
