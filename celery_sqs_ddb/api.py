@@ -89,9 +89,10 @@ def broker_settings(
                "events_topic_arn": events_topic_arn, "control_namespace": control_namespace}
     control = {key: value for key, value in control.items() if value is not None}
     if control:
+        from .config import Settings
         from .control import ControlOptions
 
-        ControlOptions.resolve({"remote_control": control}, conf={})  # errors now, naming the argument
+        ControlOptions.resolve({"remote_control": control}, Settings())  # errors now, naming the argument
         transport_options["remote_control"] = control
     settings: dict[str, Any] = {
         "broker_url": "sqs://",

@@ -134,26 +134,19 @@ class ControlOptions:
         return ControlQueue(kombu_name, role, queue_name(f"{self.queue_prefix}{role}-", body), body)
 
     @classmethod
-    def resolve(cls, transport_options: Mapping[str, Any], conf: Any = None) -> ControlOptions:
+    def resolve(cls, transport_options: Mapping[str, Any], settings: Settings | None = None) -> ControlOptions:
         """Options from ``broker_transport_options['remote_control']`` (what :func:`broker_settings`
-        writes), else the ``sqs_ddb_*`` settings of ``conf`` (default: the current app's), else the
-        ``SQS_DDB_*`` environment; validated by :class:`~celery_sqs_ddb.config.Settings`."""
-        fields = ("remote_control", "events", "control_namespace", "control_topic_arn", "events_topic_arn",
-                  "control_keepalive", "control_stale_after")
-        conf = _current_conf() if conf is None else conf
-        raw: dict[str, Any] = {}
-        for name in fields:
-            value = conf.get(f"sqs_ddb_{name}") if conf is not None else None
-            if value is None:
-                value = os.environ.get(f"SQS_DDB_{name.upper()}") or None
-            if value is not None:
-                raw[name] = value
-        raw.update({k: v for k, v in (transport_options.get("remote_control") or {}).items() if v is not None})
-        unknown = set(raw) - set(fields)
+        writes) over ``settings`` (the ``sqs_ddb_*`` settings and ``SQS_DDB_*`` environment;
+        default: the current app's), validated together by :class:`~celery_sqs_ddb.config.Settings`."""
+        settings = current_settings() if settings is None else settings
+        given = dict(transport_options.get("remote_control") or {})
+        unknown = sorted(set(given) - set(CONTROL_SETTINGS))
         if unknown:
             raise ConfigurationError(
-                f"unknown key {sorted(unknown)[0]!r} in broker_transport_options['remote_control']; "
-                f"accepted: {', '.join(fields)}")
+                f"unknown key {unknown[0]!r} in broker_transport_options['remote_control']; "
+                f"accepted: {', '.join(CONTROL_SETTINGS)}")
+        raw = {name: getattr(settings, name) for name in CONTROL_SETTINGS}
+        raw.update({name: value for name, value in given.items() if value is not None})
         s = Settings.validated(raw)
         namespace = s.control_namespace or _namespace_from_queues(transport_options.get("predefined_queues") or {})
         return cls(remote_control=s.remote_control, events=s.events, namespace=namespace,
@@ -161,11 +154,20 @@ class ControlOptions:
                    keepalive=s.control_keepalive, stale_after=s.control_stale_after)
 
 
-def _current_conf() -> Any:
+#: The Settings fields of remote control and events (sqs_ddb_<name>).
+CONTROL_SETTINGS = ("remote_control", "events", "control_namespace", "control_topic_arn", "events_topic_arn",
+                    "control_keepalive", "control_stale_after")
+
+
+def current_settings() -> Settings:
+    """The settings of the current Celery app (a transport has no app of its own), or of the
+    environment alone when there is none."""
     from celery import _state
 
     app = _state._tls.current_app or _state.default_app  # never create a default app just to read settings
-    return app.conf if app is not None else None
+    return Settings.from_app(app) if app is not None else Settings.validated(
+        {name: os.environ[f"SQS_DDB_{name.upper()}"] for name in CONTROL_SETTINGS
+         if os.environ.get(f"SQS_DDB_{name.upper()}")})
 
 
 def _namespace_from_queues(predefined: Mapping[str, Any]) -> str:
@@ -202,9 +204,9 @@ class ControlPlane:
     def for_app(cls, app: Any) -> ControlPlane:
         """The control plane of ``app``'s broker settings (CLI, worker start)."""
         opts = app.conf.broker_transport_options or {}
-        s = Settings.validated({})
-        return cls(ControlOptions.resolve(opts, app.conf), opts.get("region") or app.conf.get("sqs_ddb_region")
-                   or s.region, opts.get("endpoint_url") or app.conf.get("sqs_ddb_endpoint_url"))
+        s = Settings.from_app(app)
+        return cls(ControlOptions.resolve(opts, s), opts.get("region") or s.region,
+                   opts.get("endpoint_url") or s.endpoint_url, s.retry_mode, s.max_attempts)
 
     @cached_property
     def sqs(self) -> Any:

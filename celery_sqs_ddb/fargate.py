@@ -120,7 +120,7 @@ def wait_for_running_tasks(worker: Any) -> None:
     from celery import states as celery_states
     from celery.worker import state
 
-    from .backend import DynamoDBBackend
+    from .backend import DynamoDBBackend, backoff_intervals
 
     timeout = float(worker.app.conf.worker_soft_shutdown_timeout or 0)
     ids = [request.id for request in list(state.active_requests)]
@@ -129,6 +129,7 @@ def wait_for_running_tasks(worker: Any) -> None:
     logger.warning("Soft shutdown: waiting up to %.0f s for %d running task(s)", timeout, len(ids))
     backend = worker.app.backend
     deadline = time.monotonic() + timeout
+    pauses = backoff_intervals(0.1, 1.5, 1.0)
     while (remaining := deadline - time.monotonic()) > 0:
         if isinstance(backend, DynamoDBBackend):
             try:
@@ -139,7 +140,7 @@ def wait_for_running_tasks(worker: Any) -> None:
                 if all((items.get(i) or {}).get("status") in celery_states.READY_STATES for i in ids):
                     logger.info("Soft shutdown: the running tasks finished")
                     return
-        time.sleep(min(1.0, remaining))
+        time.sleep(min(next(pauses), remaining))
     logger.warning("Soft shutdown: %.0f s passed; unfinished tasks are released for another worker", timeout)
 
 

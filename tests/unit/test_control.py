@@ -13,6 +13,7 @@ from kombu import Connection
 from moto import mock_aws
 
 import celery_sqs_ddb
+from celery_sqs_ddb.config import Settings
 from celery_sqs_ddb.control import (
     TAG_OWNER,
     TAG_ROLE,
@@ -58,13 +59,19 @@ def test_long_hostnames_fit_sqs_s_80_characters_and_stay_distinct():
 # ------------------------------------------------------------------ settings
 
 
+def settings_of(**conf) -> Settings:
+    app = Celery("t", set_as_current=False)
+    app.conf.update(conf)
+    return Settings.from_app(app)
+
+
 def test_options_come_from_broker_settings_over_app_settings_over_environment(monkeypatch):
-    assert ControlOptions.resolve({}, {}).active is False  # off by default
+    assert ControlOptions.resolve({}, Settings()).active is False  # off by default
     monkeypatch.setenv("SQS_DDB_REMOTE_CONTROL", "true")
     monkeypatch.setenv("SQS_DDB_CONTROL_KEEPALIVE", "5")
-    conf = {"sqs_ddb_control_keepalive": 7, "sqs_ddb_events": True}
+    settings = settings_of(sqs_ddb_control_keepalive=7, sqs_ddb_events=True)
     opts = celery_sqs_ddb.broker_settings(["jobs.fifo"], events=False)["broker_transport_options"]
-    resolved = ControlOptions.resolve(opts, conf)
+    resolved = ControlOptions.resolve(opts, settings)
     assert resolved.remote_control is True  # environment
     assert resolved.keepalive == 7  # app setting over environment
     assert resolved.events is False  # broker_settings over app setting
@@ -84,11 +91,12 @@ def test_broker_settings_for_events_turn_on_worker_events():
     ({"control_namespace": "jobs.fifo"}, "sqs_ddb_control_namespace='jobs.fifo' is not accepted"),
     ({"remote_control": "maybe"}, "sqs_ddb_remote_control='maybe' is not a boolean"),
     ({"control_keepalive": 60, "control_stale_after": 90}, "must be at least twice sqs_ddb_control_keepalive"),
+    ({"control_stale_after": 90}, "must be at least twice sqs_ddb_control_keepalive=60"),  # with the default
     ({"topic": "x"}, "unknown key 'topic'"),
 ])
 def test_bad_options_name_the_setting(raw, message):
     with pytest.raises(ConfigurationError, match=message.replace("[", r"\[")):
-        ControlOptions.resolve({"remote_control": raw}, {})
+        ControlOptions.resolve({"remote_control": raw}, Settings())
 
 
 def test_the_transport_offers_fanout_only_with_remote_control():
