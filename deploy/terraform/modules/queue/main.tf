@@ -77,6 +77,13 @@ resource "aws_sns_topic" "broadcast" {
   kms_master_key_id = var.topic_kms_master_key_id
 
   tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = length(var.name) <= 40
+      error_message = "With remote_control or events, name is the control namespace (sqs_ddb_control_namespace): at most 40 characters, so worker queue names stay within SQS's 80."
+    }
+  }
 }
 
 # Who may use the topics: principals of this account (their IAM policies decide), and only SQS
