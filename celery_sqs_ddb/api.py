@@ -108,7 +108,6 @@ def broker_settings(
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "worker_soft_shutdown_timeout": float(soft_shutdown_timeout),
-        "worker_enable_soft_shutdown_on_idle": False,  # True would sleep the whole window when idle
         "result_backend_always_retry": True,
         "result_backend_max_retries": 10,
     }

@@ -178,7 +178,11 @@ class Settings:
     @classmethod
     def from_app(cls, app: Any, url: str | None = None) -> Settings:
         """Read every ``sqs_ddb_*`` key of ``app.conf`` (and the ``ddb://`` URL) once."""
-        conf = app.conf
+        return cls.from_conf(app.conf, url)
+
+    @classmethod
+    def from_conf(cls, conf: Any, url: str | None = None) -> Settings:
+        """As :meth:`from_app`, from a settings mapping (``{}``: the ``SQS_DDB_*`` environment only)."""
         raw: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             key = PREFIX + field.name

@@ -165,9 +165,7 @@ def current_settings() -> Settings:
     from celery import _state
 
     app = _state._tls.current_app or _state.default_app  # never create a default app just to read settings
-    return Settings.from_app(app) if app is not None else Settings.validated(
-        {name: os.environ[f"SQS_DDB_{name.upper()}"] for name in CONTROL_SETTINGS
-         if os.environ.get(f"SQS_DDB_{name.upper()}")})
+    return Settings.from_conf(app.conf if app is not None else {})
 
 
 def _namespace_from_queues(predefined: Mapping[str, Any]) -> str:
@@ -459,8 +457,9 @@ class OwnedQueues:
             tick = min(entry.plane.options.keepalive for entry in entries)
             self.wake.wait(max(0.2, tick / 4))
             now = time.monotonic()
+            owned = self.urls()  # released meanwhile: not touched again
             for entry in entries:
-                if now - entry.touched < entry.plane.options.keepalive or entry.url not in self.urls():
+                if now - entry.touched < entry.plane.options.keepalive or entry.url not in owned:
                     continue
                 try:
                     entry.plane.touch(entry.url)

@@ -168,7 +168,6 @@ def _on_celeryd_init(sender: str | None = None, instance: Any = None, conf: Any 
         _notes.append(f"ECS task CPU limit {meta.cpu} vCPU: concurrency {conf.worker_concurrency} "
                       "(one process per vCPU)")
     conf.worker_soft_shutdown_timeout = max(1.0, settings.stop_timeout - DRAIN_MARGIN_SECONDS)
-    conf.worker_enable_soft_shutdown_on_idle = False  # Celery sleeps the whole window if True, even idle
 
 
 class FargateStep(bootsteps.StartStopStep):
