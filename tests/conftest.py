@@ -52,6 +52,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float, message: str, inter
         pause = min(pause * 1.5, 0.5)
 
 
+def celery_command(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``celery -A tests.apps.basic ARGS`` as a subprocess with ``env`` (the real CLI)."""
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.basic", *args],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), **env), cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file ``tests.apps.basic`` tasks append one line to per execution (SIDE_EFFECTS)."""
+    path = tmp_path / "effects.log"
+    monkeypatch.setenv("SIDE_EFFECTS", str(path))
+    return path
+
+
+def effects_of(path: Path, prefix: str) -> list[str]:
+    return [x for x in (path.read_text().splitlines() if path.exists() else []) if x.startswith(prefix)]
+
+
 # --------------------------------------------------------------------------- moto server
 
 

@@ -39,12 +39,6 @@ def executions(path: Path) -> Counter[str]:
     return Counter(line.split()[0] for line in lines)
 
 
-@pytest.fixture
-def effects(tmp_path, monkeypatch):
-    path = tmp_path / "effects.log"
-    monkeypatch.setenv("SIDE_EFFECTS", str(path))
-    return path
-
 
 @pytest.fixture
 def faults(moto_server):

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import celery_command
 
 pytestmark = pytest.mark.integration
 
 
 def celery(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "tests.apps.basic", "sqs-ddb", *args],
-        env=dict(os.environ, PYTHONPATH=str(ROOT), **env), cwd=str(ROOT),
-        capture_output=True, text=True, timeout=120,
-    )
+    return celery_command(env, "sqs-ddb", *args)
 
 
 def test_create_table_then_doctor_passes(stack):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, effects_of, wait_until
 from tests.fakes.ecs import TASK_ID, FakeEcs
 
 pytestmark = pytest.mark.integration
@@ -23,9 +23,6 @@ def ecs():
     yield fake
     fake.stop()
 
-
-def effects_of(path, prefix):
-    return [x for x in (path.read_text().splitlines() if path.exists() else []) if x.startswith(prefix)]
 
 
 def test_metadata_concurrency_and_scale_in_protection(stack, client_app, workers, ecs, tmp_path):

@@ -4,11 +4,8 @@ per-worker queues cleaned up on shutdown and after a kill, events, and none of i
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import uuid
 from typing import Any
@@ -17,7 +14,7 @@ import boto3
 import pytest
 
 from celery_sqs_ddb.exceptions import ConfigurationError
-from tests.conftest import REGION, ROOT, make_client_app, wait_until
+from tests.conftest import REGION, celery_command, make_client_app, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,18 +48,6 @@ def subscriptions(stack: Any, kind: str = "control") -> list[str]:
     return sorted(s["Endpoint"].rsplit(":", 1)[-1] for s in subs)
 
 
-def celery_cli(stack_env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **stack_env}
-    return subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.basic", *args],
-                          capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=timeout)
-
-
-@pytest.fixture
-def effects(tmp_path, monkeypatch):
-    path = tmp_path / "effects.log"
-    monkeypatch.setenv("SIDE_EFFECTS", str(path))
-    return path
-
 
 def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, workers, monkeypatch, effects,
                                                                tmp_path):
@@ -77,7 +62,7 @@ def test_inspect_control_revoke_and_shutdown_with_two_workers(stack_factory, wor
 
     # inspect ping, through the real CLI: both workers answer by hostname
     # (with destinations a call returns once they all replied; without, it waits the whole timeout)
-    ping = celery_cli(env, "inspect", "ping", "--json", "--timeout", "10", "--destination", ",".join(sorted(names)))
+    ping = celery_command(env, "inspect", "ping", "--json", "--timeout", "10", "--destination", ",".join(sorted(names)))
     assert ping.returncode == 0, ping.stderr
     assert json.loads(ping.stdout.strip().splitlines()[-1]) == {n: {"ok": "pong"} for n in names}
 
@@ -157,7 +142,7 @@ def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack
     assert control_queues(stack) == [mailbox]  # nothing cleaned it up
 
     # a worker starting later removes it once stale (its own stays)
-    wait_until(lambda: f"would remove queue {mailbox}" in celery_cli(env, "sqs-ddb", "cleanup", "--dry-run").stdout,
+    wait_until(lambda: f"would remove queue {mailbox}" in celery_command(env, "sqs-ddb", "cleanup", "--dry-run").stdout,
                STALE_AFTER * 5, "the killed worker's queue goes stale")
     w2 = workers(env, "w2").wait_ready()
     wait_until(lambda: control_queues(stack) == [f"{stack.queue}-ctl-worker-w2-{HOST}"], 30,
@@ -169,17 +154,17 @@ def test_a_killed_worker_s_queue_is_removed_by_worker_start_and_by_cleanup(stack
     w3 = workers(env, "w3").wait_ready()
     w2.signal(signal.SIGKILL)
     w2.process.wait(30)
-    fresh = celery_cli(env, "sqs-ddb", "cleanup", "--stale-after", "60")
+    fresh = celery_command(env, "sqs-ddb", "cleanup", "--stale-after", "60")
     assert fresh.returncode == 0, fresh.stderr
     assert "removed 0 queue(s)" in fresh.stdout and "kept 2 live queue(s)" in fresh.stdout  # not stale yet
-    wait_until(lambda: f"would remove queue {stack.queue}-ctl-worker-w2-{HOST}" in celery_cli(
+    wait_until(lambda: f"would remove queue {stack.queue}-ctl-worker-w2-{HOST}" in celery_command(
         env, "sqs-ddb", "cleanup", "--dry-run").stdout,
                STALE_AFTER * 5, "the second killed worker's queue goes stale")
-    doctor = celery_cli(env, "sqs-ddb", "doctor")
+    doctor = celery_command(env, "sqs-ddb", "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert f"ok    control queues {stack.queue}-ctl-*: 1 live, 1 stale (run sqs-ddb cleanup)" in doctor.stdout
     assert "ok    control topic: no ARN configured (sqs_ddb_control_topic_arn)" in doctor.stdout
-    result = celery_cli(env, "sqs-ddb", "cleanup")
+    result = celery_command(env, "sqs-ddb", "cleanup")
     assert result.returncode == 0, result.stderr
     assert f"removed queue {stack.queue}-ctl-worker-w2-{HOST}" in result.stdout
     assert control_queues(stack) == [f"{stack.queue}-ctl-worker-w3-{HOST}"]  # alive: kept by its keepalive
@@ -243,7 +228,7 @@ def test_remote_control_off_makes_no_sns_call_and_says_how_to_enable_it(stack, w
     assert stack.item(revoked)["status"] == "REVOKED"
     with pytest.raises(ConfigurationError, match="remote_control=True"):
         app.control.inspect(timeout=1).ping()
-    cli = celery_cli(stack.env(), "inspect", "ping")
+    cli = celery_command(stack.env(), "inspect", "ping")
     assert cli.returncode != 0
     assert "Remote control is off for this SQS broker" in cli.stdout + cli.stderr
     counts = moto_server.counts()

@@ -13,20 +13,11 @@ import pytest
 
 from celery_sqs_ddb import submit_many
 from celery_sqs_ddb.exceptions import PayloadTooLarge
-from tests.conftest import make_client_app, wait_until
+from tests.conftest import effects_of, make_client_app, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def effects_of(path: Path, prefix: str) -> list[str]:
-    return [x for x in (path.read_text().splitlines() if path.exists() else []) if x.startswith(prefix)]
-
-
-@pytest.fixture
-def effects(tmp_path, monkeypatch):
-    path = tmp_path / "effects.log"
-    monkeypatch.setenv("SIDE_EFFECTS", str(path))
-    return path
 
 
 def overlap_seconds(intervals: list[tuple[float, float]]) -> float:
