@@ -5,7 +5,10 @@ Counts AWS calls by service and action: JSON-protocol calls by their X-Amz-Targe
 ``Action`` parameter and the service of the signature's credential scope, and S3 calls by HTTP
 method. ``GET /__counts`` returns the counts, ``POST /__reset`` clears them,
 ``POST /__faults?rate=0.1&seed=1`` turns on seeded fault injection (half throttling errors, half
-500s, on DynamoDB and SQS calls). Requests signed with the access key ``WRONGKEY`` are refused
+500s, on DynamoDB and SQS calls). ``POST /__inject?action=dynamodb:UpdateItem&error=AccessDenied&seconds=10``
+makes every call of that action fail with that error for that long (``error`` is one of
+``ERRORS``; ``POST /__inject?clear=1`` ends every rule at once); ``GET /__counts`` reports the
+calls refused so under ``injected``. Requests signed with the access key ``WRONGKEY`` are refused
 as AWS refuses bad credentials.
 """
 
@@ -16,6 +19,7 @@ import json
 import random
 import re
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +31,18 @@ THROTTLE_BODY = {
             '{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}'),
 }
 
+#: Errors ``/__inject`` can answer with: (HTTP status, error type) as DynamoDB's and SQS's JSON
+#: protocol spell them.
+ERRORS = {
+    "AccessDenied": (400, "com.amazon.coral.service#AccessDeniedException",
+                     "User is not authorized to perform this action (injected)"),
+    "ResourceNotFound": (400, "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException",
+                         "Requested resource not found (injected)"),
+    "InternalServerError": (500, "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                            "Internal server error (injected)"),
+    "Throttling": (400, "com.amazonaws.dynamodb.v20120810#ThrottlingException", "Rate exceeded (injected)"),
+}
+
 
 class Proxy:
     def __init__(self, upstream_port: int) -> None:
@@ -36,6 +52,8 @@ class Proxy:
         self.fault_rate = 0.0
         self.faults_injected = 0
         self.random = random.Random(0)
+        self.rules: list[tuple[str, str, float]] = []  # (action, error, until monotonic)
+        self.injected: Counter[str] = Counter()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,13 +66,15 @@ class Proxy:
                 parsed = urllib.parse.urlparse(self.path)
                 if parsed.path == "/__counts":
                     with proxy.lock:
-                        body = json.dumps({"counts": dict(proxy.counts), "faults": proxy.faults_injected}).encode()
+                        body = json.dumps({"counts": dict(proxy.counts), "faults": proxy.faults_injected,
+                                           "injected": dict(proxy.injected)}).encode()
                     self._reply(200, "application/json", body)
                     return True
                 if parsed.path == "/__reset":
                     with proxy.lock:
                         proxy.counts.clear()
                         proxy.faults_injected = 0
+                        proxy.injected.clear()
                     self._reply(200, "application/json", b"{}")
                     return True
                 if parsed.path == "/__faults":
@@ -62,6 +82,19 @@ class Proxy:
                     with proxy.lock:
                         proxy.fault_rate = float(query.get("rate", ["0"])[0])
                         proxy.random = random.Random(int(query.get("seed", ["0"])[0]))
+                    self._reply(200, "application/json", b"{}")
+                    return True
+                if parsed.path == "/__inject":
+                    query = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query).items()}
+                    with proxy.lock:
+                        if query.get("clear"):
+                            proxy.rules.clear()
+                        else:
+                            if query["error"] not in ERRORS:
+                                self._reply(400, "text/plain", f"error: one of {sorted(ERRORS)}".encode())
+                                return True
+                            proxy.rules.append((query["action"], query["error"],
+                                                time.monotonic() + float(query.get("seconds", "3600"))))
                     self._reply(200, "application/json", b"{}")
                     return True
                 return False
@@ -86,6 +119,14 @@ class Proxy:
                                        b'{"__type":"UnrecognizedClientException",'
                                        b'"message":"The security token included in the request is invalid."}')
                 items = proxy.batch_items(key, body)
+                rule = proxy.rule_for(key)
+                if rule is not None:
+                    with proxy.lock:
+                        proxy.counts[key] += 1
+                        proxy.injected[key] += 1
+                    status, kind, text = ERRORS[rule]
+                    return self._reply(status, "application/x-amz-json-1.0",
+                                       json.dumps({"__type": kind, "message": text}).encode())
                 with proxy.lock:
                     proxy.counts[key] += 1
                     if items:
@@ -128,6 +169,13 @@ class Proxy:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def rule_for(self, key: str) -> str | None:
+        """The error of the first live ``/__inject`` rule for this action (None: forward it)."""
+        now = time.monotonic()
+        with self.lock:
+            self.rules = [rule for rule in self.rules if rule[2] > now]
+            return next((error for action, error, _ in self.rules if action == key), None)
 
     @staticmethod
     def batch_items(key: str, body: bytes) -> int:

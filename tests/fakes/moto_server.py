@@ -62,6 +62,18 @@ class MotoServer:
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/__faults?rate={rate}&seed={seed}",
                                                       method="POST")).read()
 
+    def inject(self, action: str, error: str, seconds: float) -> None:
+        """Fail every ``action`` call (``dynamodb:UpdateItem``) with ``error`` for ``seconds``."""
+        query = f"action={action}&error={error}&seconds={seconds}"
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/__inject?{query}", method="POST")).read()
+
+    def clear_injections(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/__inject?clear=1", method="POST")).read()
+
+    def injected(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.url}/__counts") as response:
+            return json.loads(response.read())["injected"]
+
     def stop(self) -> None:
         self.proxy.stop()
         self.process.terminate()
