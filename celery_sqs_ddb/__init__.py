@@ -10,8 +10,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import fargate as _fargate  # noqa: E402,F401  (connects the celeryd_init/logging hooks)
-from . import worker as _worker  # noqa: E402,F401  (connects the worker_init hook)
 from .api import broker_settings, configure, jobs, revoke  # noqa: E402
 from .submit import submit_many  # noqa: E402
 

@@ -13,44 +13,36 @@ def broker_settings(
     queues: Iterable[str] | Mapping[str, str],
     *,
     fifo: bool | None = None,
-    region: str | None = None,
-    endpoint_url: str | None = None,
     visibility_timeout: int = 60,
     dead_letter_queue: str | None = None,
-    s3_bucket: str | None = None,
     wait_time_seconds: int = 20,
     soft_shutdown_timeout: float = 100.0,
     prefetch_multiplier: int = 1,
-    retry_attempts: int = 8,
-    remote_control: bool | None = None,
-    events: bool | None = None,
-    control_topic_arn: str | None = None,
-    events_topic_arn: str | None = None,
-    control_namespace: str | None = None,
-    **overrides: Any,
+    track_started: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Celery settings for SQS in production, for ``app.conf.update(...)``.
+    """Celery settings for SQS + this package in production, for ``app.conf.update(...)``.
 
     ``queues`` are queue names (each process resolves them to URLs once, with GetQueueUrl, when
-    it first connects) or a mapping of name to URL. This function makes no AWS call. The first
-    queue is the default queue. FIFO queues end in
-    ``.fifo``; ``fifo=True`` checks that they all do. ``dead_letter_queue`` (name or URL) is
-    where poison messages go. ``s3_bucket`` enables the claim-check for large messages and
-    results. ``prefetch_multiplier`` stays 1 for long tasks (a held message blocks no other
-    worker); raise it for many short tasks so one ReceiveMessage returns up to 10.
-    ``retry_attempts`` is botocore's attempts per SQS call (standard retry mode).
-    ``remote_control=True`` makes ``celery inspect``/``control`` and broadcast revoke work through
-    SNS (one SQS queue per worker); ``events=True`` sends task events (``celery events``, Flower)
-    the same way and turns on ``worker_send_task_events``. In production pass the topics Terraform
-    made (``control_topic_arn``, ``events_topic_arn``); without them the topics are created by name
-    (``<control_namespace>-control``/``-events``, namespace = first queue name). Unset, these
-    follow the ``sqs_ddb_*`` settings and ``SQS_DDB_*`` environment. Keys given in ``overrides``
-    replace the computed ones.
+    it first connects) or a mapping of name to URL; the first is the default queue. This function
+    makes no AWS call. FIFO queues end in ``.fifo``; ``fifo=True`` checks that they all do.
+    ``dead_letter_queue`` (name or URL) is where poison messages go. ``prefetch_multiplier`` stays 1
+    for long tasks (a held message blocks no other worker); raise it for many short tasks so one
+    ReceiveMessage returns up to 10. ``track_started`` is Celery's ``task_track_started``: STARTED
+    rows, the "which jobs are running?" list (the claim writes them, no extra write).
+
+    Any other keyword is a setting of this package by its name without the prefix
+    (``region="eu-west-1"``, ``endpoint_url=...``, ``s3_bucket="b"``, ``remote_control=True``,
+    ``claim="redelivery"``; see :mod:`celery_sqs_ddb.config`), written to
+    ``broker_transport_options["sqs_ddb"]`` where the transport and the backend both read it; or a
+    Celery setting (``task_routes=...``), which replaces the computed one.
     """
-    names = list(queues.keys() if isinstance(queues, Mapping) else queues)
-    if not names:
+    from .config import SECTION, Settings, names
+
+    queue_names = list(queues.keys() if isinstance(queues, Mapping) else queues)
+    if not queue_names:
         raise ConfigurationError("broker_settings(queues=...) needs at least one queue name")
-    for name in names:
+    for name in queue_names:
         if fifo is True and not name.endswith(".fifo"):
             raise ConfigurationError(f"queue {name!r}: fifo=True but FIFO queue names end in '.fifo'")
         if fifo is False and name.endswith(".fifo"):
@@ -59,49 +51,43 @@ def broker_settings(
         raise ConfigurationError(f"visibility_timeout={visibility_timeout!r} is out of range; accepted: 0..43200")
     if not 0 <= int(wait_time_seconds) <= 20:
         raise ConfigurationError(f"wait_time_seconds={wait_time_seconds!r} is out of range; accepted: 0..20")
+    known = set(names())
+    section = {k: v for k, v in options.items() if k in known and v is not None}
+    overrides = {k: v for k, v in options.items() if k not in known}
+    settings = Settings.read(None, {SECTION: section})  # errors now, naming the argument
 
     urls = dict(queues) if isinstance(queues, Mapping) else {}
     predefined = {}
-    for name in names:
-        # A name without a URL is resolved once per worker/client process by the transport
-        # (GetQueueUrl), not here: importing settings makes no AWS call.
+    for name in queue_names:
+        # A name without a URL is resolved once per worker/client process by the transport.
         entry: dict[str, Any] = {"url": urls.get(name) or None}
         if dead_letter_queue:
             entry["dead_letter_url"] = dead_letter_queue
         predefined[name] = entry
-
     transport_options: dict[str, Any] = {
         "predefined_queues": predefined,
         "visibility_timeout": int(visibility_timeout),
         "wait_time_seconds": int(wait_time_seconds),
         "polling_interval": 0,
         "sqs_base64_encoding": False,
-        # botocore's standard retry mode (throttling, 5xx, connection errors) for every SQS call
-        "client-config": {"retries": {"mode": "standard", "total_max_attempts": int(retry_attempts)}},
+        # one retry policy for every AWS call of the deployment (kombu's SQS client included)
+        "client-config": {"retries": {"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts}},
+        SECTION: section,
     }
-    if region:
-        transport_options["region"] = region
-    if endpoint_url:
-        transport_options["endpoint_url"] = endpoint_url
-    if s3_bucket:
-        transport_options["s3_bucket"] = s3_bucket
-    control = {"remote_control": remote_control, "events": events, "control_topic_arn": control_topic_arn,
-               "events_topic_arn": events_topic_arn, "control_namespace": control_namespace}
-    control = {key: value for key, value in control.items() if value is not None}
-    if control:
-        from .config import Settings
-        from .control import ControlOptions
-
-        ControlOptions.resolve({"remote_control": control}, Settings())  # errors now, naming the argument
-        transport_options["remote_control"] = control
-    settings: dict[str, Any] = {
+    if settings.region:
+        transport_options["region"] = settings.region  # kombu's own SQS client
+    if settings.sts_role_arn:
+        transport_options["sts_role_arn"] = settings.sts_role_arn
+    result: dict[str, Any] = {
         "broker_url": "sqs://",
         "broker_transport": "celery_sqs_ddb.transport:Transport",
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
-        "task_default_queue": names[0],
+        "worker_consumer": "celery_sqs_ddb.worker:Consumer",
+        "task_default_queue": queue_names[0],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        "task_track_started": bool(track_started),
         "worker_prefetch_multiplier": int(prefetch_multiplier),
         "task_serializer": "json",
         "result_serializer": "json",
@@ -111,31 +97,19 @@ def broker_settings(
         "result_backend_always_retry": True,
         "result_backend_max_retries": 10,
     }
-    if region:
-        settings["sqs_ddb_region"] = region
-    if endpoint_url:
-        settings["sqs_ddb_endpoint_url"] = endpoint_url
-    if s3_bucket:
-        settings["sqs_ddb_s3_bucket"] = s3_bucket
-    if events:
-        settings["worker_send_task_events"] = True
-    settings.update(overrides)
-    return settings
+    if settings.events:
+        result["worker_send_task_events"] = True
+    result.update(overrides)
+    return result
 
 
 def configure(app: Any, **broker_kwargs: Any) -> Any:
-    """Apply :func:`broker_settings` (if queues are given), install the worker steps now and
-    add ``celery worker --exit-when-idle SECONDS``.
-
-    The steps are also installed automatically when a worker starts with this package's
-    backend or transport; this call is needed only for the ``--exit-when-idle`` flag (the
-    ``sqs_ddb_exit_when_idle`` setting works without it).
-    """
-    from .worker import add_worker_options, install
+    """Apply :func:`broker_settings` (if queues are given) and add ``celery worker --exit-when-idle
+    SECONDS`` to ``app``'s worker command (the ``sqs_ddb_exit_when_idle`` setting works without it)."""
+    from .worker import add_worker_options
 
     if broker_kwargs:
         app.conf.update(broker_settings(**broker_kwargs))
-    install(app)
     add_worker_options(app)
     return app
 
@@ -157,5 +131,6 @@ def jobs(app: Any, status: str = "STARTED", *, since: datetime | str | None = No
 
 
 def revoke(app: Any, task_ids: str | Iterable[str]) -> int:
-    """Write REVOKED for tasks not yet finished; their messages are skipped when received."""
+    """Write REVOKED for tasks that have not started; their messages are skipped when received.
+    Returns how many were revoked (a running or finished task is left as it is)."""
     return _backend(app).revoke(task_ids)

@@ -20,13 +20,14 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from .exceptions import AccessDenied, AwsCallFailed, QueueNotFound, TableNotFound
 
 RUNTIME_ACTIONS: dict[str, frozenset[str]] = {
     "dynamodb": frozenset({
-        "GetItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem", "Query",
+        "GetItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem", "Query", "TransactWriteItems",
     }),
     "sqs": frozenset({
         "SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
@@ -58,6 +59,7 @@ _IAM_ACTION = {
     "SendMessageBatch": "SendMessage",
     "DeleteMessageBatch": "DeleteMessage",
     "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+    "TransactWriteItems": "UpdateItem",  # a transaction is authorized by the actions inside it
 }
 
 
@@ -85,13 +87,17 @@ _local = threading.local()
 
 
 def client(service: str, region: str | None, endpoint_url: str | None = None,
-           retry_mode: str = "standard", max_attempts: int = 5, read_timeout: float = 30.0) -> Any:
-    """A boto3 client per (thread, process, service, region, endpoint, retry policy).
+           retry_mode: str = "standard", max_attempts: int = 5, read_timeout: float = 30.0,
+           role_arn: str | None = None) -> Any:
+    """A boto3 client per (thread, process, service, region, endpoint, retry policy, role).
 
-    Credentials come from boto3's chain (IAM role, environment, profile), never from code.
+    Credentials come from boto3's chain (IAM role, environment, profile), never from code; with
+    ``role_arn`` (kombu's ``sts_role_arn``) they are that role's, assumed through STS and
+    refreshed by botocore before they expire, so SQS and this package's own clients act as one
+    identity.
     """
     identity = (os.environ.get("AWS_PROFILE"), os.environ.get("AWS_ACCESS_KEY_ID"))  # env switches creds
-    key = (os.getpid(), service, region, endpoint_url, retry_mode, max_attempts, read_timeout, identity)
+    key = (os.getpid(), service, region, endpoint_url, retry_mode, max_attempts, read_timeout, identity, role_arn)
     cache = getattr(_local, "clients", None)
     if cache is None:
         cache = _local.clients = {}
@@ -104,13 +110,30 @@ def client(service: str, region: str | None, endpoint_url: str | None = None,
             max_pool_connections=32,
         )
         try:
-            found = boto3.session.Session().client(
+            found = session(region, endpoint_url, role_arn).client(
                 service, region_name=region, endpoint_url=endpoint_url, config=config)
         except NoRegionError:
             raise AwsCallFailed(
                 f"no AWS region for {service}: set ?region=R in the ddb:// URL, sqs_ddb_region or AWS_REGION"
             ) from None
         cache[key] = found
+    return found
+
+
+def session(region: str | None, endpoint_url: str | None = None, role_arn: str | None = None) -> Any:
+    """A boto3 session: the default credential chain, or ``role_arn`` assumed (refreshable)."""
+    found = boto3.session.Session(region_name=region)
+    if not role_arn:
+        return found
+    core = found._session  # botocore's session: where boto3 keeps the credentials it signs with
+
+    def sts_client(*args: Any, **kwargs: Any) -> Any:
+        return core.create_client(*args, **{**kwargs, "endpoint_url": endpoint_url or kwargs.get("endpoint_url")})
+
+    fetcher = AssumeRoleCredentialFetcher(client_creator=sts_client, source_credentials=core.get_credentials(),
+                                          role_arn=role_arn, extra_args={"RoleSessionName": "celery-sqs-ddb"})
+    core._credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
+                                                       method="assume-role")
     return found
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -17,12 +20,37 @@ from .exceptions import SqsDdbError
 
 def _settings(app: Any) -> Settings:
     backend_url = app.conf.result_backend if str(app.conf.result_backend or "").startswith("ddb://") else None
-    return Settings.from_app(app, backend_url)
+    return Settings.read(app.conf, url=backend_url)
 
 
 def _client(app: Any, service: str) -> Any:
     s = _settings(app)
-    return aws.client(service, s.require_region(), s.endpoint_url, s.retry_mode, s.max_attempts)
+    return aws.client(service, **{**s.client_args(), "region": s.require_region()})
+
+
+def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Configuration and AWS errors end the command with one clear line and exit status 1."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (SqsDdbError, ClientError, BotoCoreError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+
+    return run
+
+
+def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 time such as 2026-12-01T10:00:00Z") from None
+    from .table import iso
+
+    return iso(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
 
 
 @click.group(name="sqs-ddb")
@@ -35,6 +63,7 @@ def sqs_ddb(ctx: click.Context) -> None:
 @sqs_ddb.command(name="create-table", cls=CeleryCommand)
 @click.option("--wait/--no-wait", default=True, help="Wait until the table is ACTIVE.")
 @click.pass_context
+@clear_errors
 def create_table(ctx: click.Context, wait: bool) -> None:
     """Create the results table (on-demand, status index, TTL, encryption at rest)."""
     app = ctx.obj.app
@@ -68,6 +97,7 @@ def _ttl_enabled(ddb: Any, table: str) -> bool:
 @click.option("--visibility-timeout", default=60, show_default=True, type=click.IntRange(0, 43200))
 @click.option("--max-receive-count", default=4, show_default=True, type=click.IntRange(1, 1000))
 @click.pass_context
+@clear_errors
 def create_queue(ctx: click.Context, name: str, dead_letter: str | None, visibility_timeout: int,
                  max_receive_count: int) -> None:
     """Create an SQS queue (FIFO if NAME ends in .fifo) with SSE, long polling and a DLQ."""
@@ -92,6 +122,7 @@ def create_queue(ctx: click.Context, name: str, dead_letter: str | None, visibil
 @sqs_ddb.command(name="create-bucket", cls=CeleryCommand)
 @click.argument("name", required=False)
 @click.pass_context
+@clear_errors
 def create_bucket(ctx: click.Context, name: str | None) -> None:
     """Create the S3 bucket for large payloads (default: sqs_ddb_s3_bucket)."""
     s = _settings(ctx.obj.app)
@@ -112,6 +143,7 @@ def create_bucket(ctx: click.Context, name: str | None) -> None:
 
 @sqs_ddb.command(cls=CeleryCommand)
 @click.pass_context
+@clear_errors
 def doctor(ctx: click.Context) -> None:
     """Check credentials, table schema, index, TTL, queues and bucket; exit 1 on any problem."""
     app = ctx.obj.app
@@ -203,38 +235,49 @@ def _check_queue(app: Any, url: str) -> str:
               type=click.Choice(["QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"],
                                 case_sensitive=False))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--since", default=None, help="ISO-8601 UTC lower bound of updated_at.")
+@click.option("--since", default=None, callback=_iso, help="ISO-8601 UTC lower bound of updated_at.")
+@click.option("--cursor", default=None, help="Continue after this cursor (printed at the end of a page).")
+@click.option("--all", "every", is_flag=True, help="Follow the cursor to the last page.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.pass_context
-def jobs(ctx: click.Context, status: str, limit: int, since: str | None, as_json: bool) -> None:
-    """List jobs in a state from the status index, newest first."""
+@clear_errors
+def jobs(ctx: click.Context, status: str, limit: int, since: str | None, cursor: str | None, every: bool,
+         as_json: bool) -> None:
+    """List jobs in a state from the status index, newest first (a page, or --all)."""
     from .api import jobs as list_jobs
 
-    try:
-        found, _ = list_jobs(ctx.obj.app, status, since=since, limit=limit)
-    except SqsDdbError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if as_json:
+    if not as_json:
+        ctx.obj.echo(f"{'task_id':<36}  {'status':<8}  {'updated_at':<27}  {'task':<30}  worker")
+    count = 0
+    while True:
+        try:
+            found, cursor = list_jobs(ctx.obj.app, status, since=since, limit=limit, cursor=cursor)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        count += len(found)
         for job in found:
-            ctx.obj.echo(json.dumps(job))
-        return
-    ctx.obj.echo(f"{'task_id':<36}  {'status':<8}  {'updated_at':<27}  {'task':<30}  worker")
-    for job in found:
-        ctx.obj.echo(f"{job['task_id']:<36}  {job['status']:<8}  {job['updated_at']:<27}  "
-                     f"{(job.get('task_name') or ''):<30}  {job.get('worker') or ''}")
-    ctx.obj.echo(f"{len(found)} job(s)")
+            if as_json:
+                ctx.obj.echo(json.dumps(job))
+            else:
+                ctx.obj.echo(f"{job['task_id']:<36}  {job['status']:<8}  {job['updated_at']:<27}  "
+                             f"{(job.get('task_name') or ''):<30}  {job.get('worker') or ''}")
+        if not (every and cursor):
+            break
+    if not as_json:
+        ctx.obj.echo(f"{count} job(s)" + (f"; next page: --cursor '{cursor}'" if cursor else ""))
 
 
 @sqs_ddb.command(cls=CeleryCommand)
 @click.pass_context
+@clear_errors
 def healthcheck(ctx: click.Context) -> None:
     """Exit 0 while the worker's consumer loop runs (health file fresh), 1 otherwise.
 
     For the container ``healthCheck`` of the ECS task definition.
     """
-    from .fargate import healthy
+    from .worker.health import healthy
 
-    ok, detail = healthy(Settings.from_app(ctx.obj.app))
+    ok, detail = healthy(_settings(ctx.obj.app))
     ctx.obj.echo(("healthy: " if ok else "unhealthy: ") + detail)
     sys.exit(0 if ok else 1)
 
@@ -242,6 +285,7 @@ def healthcheck(ctx: click.Context) -> None:
 @sqs_ddb.command(cls=CeleryCommand)
 @click.argument("task_id")
 @click.pass_context
+@clear_errors
 def status(ctx: click.Context, task_id: str) -> None:
     """Print one task's state, result or error."""
     result = ctx.obj.app.AsyncResult(task_id)
@@ -255,6 +299,7 @@ def status(ctx: click.Context, task_id: str) -> None:
               help="Remove control queues not refreshed for this long (default: sqs_ddb_control_stale_after).")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @click.pass_context
+@clear_errors
 def cleanup(ctx: click.Context, stale_after: float | None, dry_run: bool) -> None:
     """Remove remote-control queues and SNS subscriptions of workers and clients that died.
 

@@ -1,57 +1,21 @@
-"""Settings of celery_sqs_ddb: one frozen object, read once from ``app.conf`` and the URL.
+"""Settings of celery_sqs_ddb: each defined once (default, validator, doc), read by one reader.
 
-Result backend URL::
+Where a setting can be given, lowest precedence first:
 
-    result_backend = "ddb://TABLE?region=eu-west-1&endpoint_url=http://127.0.0.1:5000"
+1. the environment, as the upper-case key (``SQS_DDB_EXIT_WHEN_IDLE=300`` in a task definition);
+2. ``broker_transport_options["sqs_ddb"]``: what :func:`celery_sqs_ddb.broker_settings` writes
+   (``broker_settings([...], s3_bucket="b", claim="redelivery")``);
+3. ``sqs_ddb_<name>`` keys of ``app.conf`` (Celery style; Django: ``CELERY_SQS_DDB_<NAME>``);
+4. query parameters of the result backend URL ``ddb://TABLE?region=R&endpoint_url=U``.
 
-``TABLE`` may also come from ``sqs_ddb_table``; query parameters win over settings.
-Credentials never appear here: boto3's credential chain (IAM role, env, profile) is used.
+The SQS transport has no app: it sees only 1 and 2. Settings it reads are marked *broker*
+below; with this package's transport, giving one of those as an ``sqs_ddb_*`` key is an error
+that says where it belongs (with another broker, the backend reads it from the key).
+The same setting given twice with different values (2 and 3) is an error too. Credentials
+never appear here: boto3's credential chain (IAM role, environment, profile) is used, or the
+role of kombu's ``sts_role_arn`` transport option, for every client of this package.
 
-Settings (Celery-style lower-case keys, all optional; each can also come from the environment
-as the upper-case name, e.g. ``SQS_DDB_EXIT_WHEN_IDLE=300``, when ``app.conf`` does not set it):
-
-==================================  ===========  =====================================================
-key                                 default      meaning
-==================================  ===========  =====================================================
-``sqs_ddb_table``                   (URL)        DynamoDB table holding one item per task
-``sqs_ddb_region``                  boto3 chain  AWS region of the table, bucket and queues
-``sqs_ddb_endpoint_url``            None         endpoint override (moto server, LocalStack)
-``sqs_ddb_status_shards``           4            write shards of the status index (1..64)
-``sqs_ddb_ttl``                     True         set the TTL attribute from ``result_expires``
-``sqs_ddb_s3_bucket``               None         bucket for results/messages over the thresholds
-``sqs_ddb_s3_prefix``               "celery/"    key prefix inside that bucket
-``sqs_ddb_result_s3_threshold``     350000       result/traceback bytes above which S3 is used
-``sqs_ddb_retry_mode``              "standard"   botocore retry mode: standard or adaptive
-``sqs_ddb_max_attempts``            5            botocore attempts per AWS call (1..20)
-``sqs_ddb_poll_max_interval``       1.0          longest pause of ``get()``/``join()`` polling (s)
-``sqs_ddb_claim``                   "strict"     "strict": conditional STARTED claim before each
-                                                 run; "off": no claim (cheaper, no duplicate guard)
-``sqs_ddb_track_queued``            False        write a QUEUED row when a task is sent
-``sqs_ddb_summary_chars``           200          length of the args/kwargs summary kept for listing
-``sqs_ddb_allow_pickle``            False        allow pickle in accept_content/serializers
-``sqs_ddb_stop_timeout``            120          ECS stopTimeout the worker drains within (s)
-``sqs_ddb_protection_minutes``      30           ExpiresInMinutes of ECS scale-in protection (renewed
-                                                 at half while tasks run; 1..2880)
-``sqs_ddb_protection_renew_seconds`` None       renew protection this often (default: half the expiry)
-``sqs_ddb_idle_grace``              30           idle seconds before scale-in protection is removed
-``sqs_ddb_exit_when_idle``          None         exit 0 after this many idle seconds (batch jobs)
-``sqs_ddb_health_file``             "/tmp/       file the worker touches while its consumer loop
-                                    celery-sqs-  runs; ``sqs-ddb healthcheck`` reads it
-                                    ddb.health"
-``sqs_ddb_health_interval``         10           seconds between touches; stale after 6 intervals
-``sqs_ddb_json_logs``               None         JSON log lines: None = on ECS only, True, False
-``sqs_ddb_remote_control``          False        ``celery inspect``/``control`` and broadcast revoke
-                                                 over SNS -> one SQS queue per worker
-``sqs_ddb_events``                  False        task events (``celery events``, Flower) over SNS
-``sqs_ddb_control_namespace``       first queue  prefix of the control topics and queues
-``sqs_ddb_control_topic_arn``       None         SNS topic of the broadcasts (None: created as
-                                                 ``<namespace>-control``, for local development)
-``sqs_ddb_events_topic_arn``        None         SNS topic of the events (None: ``<namespace>-events``)
-``sqs_ddb_control_keepalive``       60           seconds between "still here" tags on a process's
-                                                 control queues
-``sqs_ddb_control_stale_after``     600          control queues not tagged for this long are
-                                                 removed by ``sqs-ddb cleanup`` and worker start
-==================================  ===========  =====================================================
+:func:`settings_table` renders the table of every setting; the README's table is tested to be it.
 """
 
 from __future__ import annotations
@@ -59,17 +23,24 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from .exceptions import ConfigurationError, PickleRefused
 
 PREFIX = "sqs_ddb_"
+SECTION = "sqs_ddb"  #: the key of this package's section in broker_transport_options
 RETRY_MODES = ("standard", "adaptive")
-CLAIM_MODES = ("strict", "off")
+CLAIM_MODES = ("strict", "redelivery", "off")
 SQS_MAX_MESSAGE_BYTES = 1_048_576
-DDB_MAX_ITEM_BYTES = 400_000
+#: Content types that run code when decoded: the names kombu registers pickle under.
+PICKLE_NAMES = ("pickle", "application/x-python-serialize")
+
+Convert = Callable[[str, Any], Any]
+
+
+# --------------------------------------------------------------------------- validators
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -83,12 +54,16 @@ def _bool(key: str, value: Any) -> bool:
     raise ConfigurationError(f"{key}={value!r} is not a boolean; accepted: true/false, 1/0, yes/no, on/off")
 
 
-def _int(low: int, high: int) -> Callable[[str, Any], int]:
-    def convert(key: str, value: Any) -> int:
+def _number(kind: type, low: float, high: float) -> Convert:
+    word = "an integer" if kind is int else "a number"
+
+    def convert(key: str, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ConfigurationError(f"{key}={value!r} is not {word}; accepted: {low}..{high}")
         try:
-            number = int(value)
+            number = kind(value)
         except (TypeError, ValueError):
-            raise ConfigurationError(f"{key}={value!r} is not an integer; accepted: {low}..{high}") from None
+            raise ConfigurationError(f"{key}={value!r} is not {word}; accepted: {low}..{high}") from None
         if not low <= number <= high:
             raise ConfigurationError(f"{key}={value!r} is out of range; accepted: {low}..{high}")
         return number
@@ -96,24 +71,26 @@ def _int(low: int, high: int) -> Callable[[str, Any], int]:
     return convert
 
 
-def _float(low: float, high: float) -> Callable[[str, Any], float]:
-    def convert(key: str, value: Any) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(f"{key}={value!r} is not a number; accepted: {low}..{high}") from None
-        if not low <= number <= high:
-            raise ConfigurationError(f"{key}={value!r} is out of range; accepted: {low}..{high}")
-        return number
-
-    return convert
+def _int(low: int, high: int) -> Convert:
+    return _number(int, low, high)
 
 
-def _choice(*accepted: str) -> Callable[[str, Any], str]:
+def _float(low: float, high: float) -> Convert:
+    return _number(float, low, high)
+
+
+def _optional(convert: Convert) -> Convert:
+    def optional(key: str, value: Any) -> Any:
+        return None if value in (None, "") else convert(key, value)
+
+    return optional
+
+
+def _choice(*accepted: str) -> Convert:
     def convert(key: str, value: Any) -> str:
         if value not in accepted:
             raise ConfigurationError(f"{key}={value!r} is not accepted; accepted values: {', '.join(accepted)}")
-        return value
+        return str(value)
 
     return convert
 
@@ -126,126 +103,165 @@ def _text(key: str, value: Any) -> str | None:
     return value
 
 
-def _namespace(key: str, value: Any) -> str | None:
-    text = _text(key, value)
-    if text is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", text):
-        raise ConfigurationError(f"{key}={value!r} is not accepted; accepted: 1 to 40 letters, digits, '-' or '_'")
+def _pattern(regex: str, accepted: str) -> Convert:
+    def convert(key: str, value: Any) -> str | None:
+        text = _text(key, value)
+        if text is not None and not re.fullmatch(regex, text):
+            raise ConfigurationError(f"{key}={value!r} is not accepted; accepted: {accepted}")
+        return text
+
+    return convert
+
+
+def _prefix(key: str, value: Any) -> str:
+    text = "" if value is None else str(value)
+    if text and not text.endswith("/"):
+        raise ConfigurationError(f"{key}={value!r} must end with '/' (an S3 key prefix such as 'celery/')")
     return text
 
 
-def _topic_arn(key: str, value: Any) -> str | None:
-    text = _text(key, value)
-    if text is not None and not re.fullmatch(r"arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}", text):
-        raise ConfigurationError(f"{key}={value!r} is not an SNS topic ARN; accepted: arn:aws:sns:REGION:ACCOUNT:NAME")
-    return text
+_namespace = _pattern(r"[A-Za-z0-9_-]{1,40}", "1 to 40 letters, digits, '-' or '_'")
+_topic_arn = _pattern(r"arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}",
+                      "an SNS topic ARN arn:aws:sns:REGION:ACCOUNT:NAME")
+_role_arn = _pattern(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}",
+                     "an IAM role ARN arn:aws:iam::ACCOUNT:role/NAME")
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+def setting(default: Any, convert: Convert, doc: str, *, broker: bool = False, shown: str | None = None) -> Any:
+    """One setting: its default, validator and one-line doc. ``broker``: the transport reads it."""
+    return dataclasses.field(default=default, metadata={"convert": convert, "doc": doc, "broker": broker,
+                                                        "shown": shown})
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Validated settings; build with :meth:`from_app`. Field ``x`` is the setting ``sqs_ddb_x``."""
+    """Every setting of the package; field ``x`` is the setting ``sqs_ddb_x``. Build with :meth:`read`."""
 
-    table: str | None = None
-    region: str | None = None
-    endpoint_url: str | None = None
-    status_shards: int = 4
-    ttl: bool = True
-    s3_bucket: str | None = None
-    s3_prefix: str = "celery/"
-    result_s3_threshold: int = 350_000
-    retry_mode: str = "standard"
-    max_attempts: int = 5
-    poll_max_interval: float = 1.0
-    claim: str = "strict"
-    track_queued: bool = False
-    summary_chars: int = 200
-    allow_pickle: bool = False
-    stop_timeout: int = 120
-    protection_minutes: int = 30
-    protection_renew_seconds: float | None = None
-    idle_grace: float = 30.0
-    exit_when_idle: float | None = None
-    health_file: str = "/tmp/celery-sqs-ddb.health"
-    health_interval: float = 10.0
-    json_logs: bool | None = None
-    remote_control: bool = False
-    events: bool = False
-    control_namespace: str | None = None
-    control_topic_arn: str | None = None
-    events_topic_arn: str | None = None
-    control_keepalive: float = 60.0
-    control_stale_after: float = 600.0
+    # where things are
+    table: str | None = setting(None, _text, "DynamoDB table of one item per task", shown="from URL")
+    region: str | None = setting(None, _text, "AWS region of the table, bucket, queues and topics",
+                                 shown="AWS_REGION")
+    endpoint_url: str | None = setting(None, _text, "endpoint override for every AWS client (moto, LocalStack)",
+                                       broker=True)
+    retry_mode: str = setting("standard", _choice(*RETRY_MODES), "botocore retry mode of every AWS call",
+                              broker=True)
+    max_attempts: int = setting(5, _int(1, 20), "botocore attempts per AWS call (throttling, 5xx)", broker=True)
+    sts_role_arn: str | None = setting(None, _role_arn, "IAM role every client of the package assumes "
+                                       "(kombu's sts_role_arn, for SQS too)", broker=True)
+    # results
+    status_shards: int = setting(4, _int(1, 64), "write shards of the status index")
+    ttl: bool = setting(True, _bool, "set the TTL attribute from result_expires")
+    result_s3_threshold: int = setting(350_000, _int(1_024, 380_000),
+                                       "result/traceback bytes above which S3 is used")
+    summary_chars: int = setting(200, _int(0, 2_000), "length of the args/kwargs summary (result_extended)")
+    poll_max_interval: float = setting(1.0, _float(0.05, 30.0), "longest pause of get()/join() polling (s)")
+    track_queued: bool = setting(False, _bool, "write a QUEUED row when a task is sent (delay(), submit_many)")
+    claim: str = setting("strict", _choice(*CLAIM_MODES),
+                         "strict: claim each run; redelivery: only redeliveries and retries; off: never")
+    allow_pickle: bool = setting(False, _bool, "accept pickle in serializer and accept_content settings")
+    # large payloads (S3 claim-check)
+    s3_bucket: str | None = setting(None, _text, "bucket for messages and results over the thresholds",
+                                    broker=True)
+    s3_prefix: str = setting("celery/", _prefix, "key prefix inside that bucket", broker=True)
+    payload_s3_threshold: int = setting(1_000_000, _int(1_024, SQS_MAX_MESSAGE_BYTES - 16_384),
+                                        "message bytes above which S3 is used", broker=True)
+    # the transport's own work
+    ack_flush_interval: float = setting(0.2, _float(0.0, 10.0), "longest wait before batched deletes (s)",
+                                        broker=True)
+    heartbeat: bool = setting(True, _bool, "extend the visibility of held messages while tasks run",
+                              broker=True)
+    # Fargate / any container
+    stop_timeout: int = setting(120, _int(2, 120), "ECS stopTimeout the worker drains within (s)")
+    protection_minutes: int = setting(30, _int(1, 2_880), "ExpiresInMinutes of ECS task scale-in protection")
+    protection_renew_seconds: float | None = setting(None, _optional(_float(1.0, 172_800.0)),
+                                                     "renew protection this often", shown="half the expiry")
+    idle_grace: float = setting(30.0, _float(0.0, 86_400.0), "idle seconds before protection is removed")
+    exit_when_idle: float | None = setting(None, _optional(_float(0.0, 604_800.0)),
+                                           "exit 0 after this many idle seconds (batch jobs)")
+    health_file: str = setting("/tmp/celery-sqs-ddb.health", lambda k, v: _text(k, v) or "/tmp/celery-sqs-ddb.health",
+                               "file the consumer loop touches; sqs-ddb healthcheck reads it")
+    health_interval: float = setting(10.0, _float(0.1, 3_600.0), "seconds between touches (stale after 6)")
+    json_logs: bool | None = setting(None, _optional(_bool), "JSON log lines; None: on ECS only")
+    # remote control and events over SNS
+    remote_control: bool = setting(False, _bool, "celery inspect/control and broadcast revoke over SNS",
+                                   broker=True)
+    events: bool = setting(False, _bool, "task events (celery events, Flower) over SNS", broker=True)
+    control_namespace: str | None = setting(None, _namespace, "prefix of the control topics and queues",
+                                            broker=True, shown="first queue")
+    control_topic_arn: str | None = setting(None, _topic_arn, "SNS topic of broadcasts (None: created by name)",
+                                            broker=True)
+    events_topic_arn: str | None = setting(None, _topic_arn, "SNS topic of events (None: created by name)",
+                                           broker=True)
+    control_keepalive: float = setting(60.0, _float(0.5, 3_600.0), "seconds between keepalive tags of a "
+                                       "process's control queues", broker=True)
+    control_stale_after: float = setting(600.0, _float(2.0, 604_800.0), "control queues not tagged this long "
+                                         "are removed by sqs-ddb cleanup", broker=True)
+
+    # ------------------------------------------------------------------ reading
 
     @classmethod
-    def from_app(cls, app: Any, url: str | None = None) -> Settings:
-        """Read every ``sqs_ddb_*`` key of ``app.conf`` (and the ``ddb://`` URL) once."""
-        return cls.from_conf(app.conf, url)
+    def read(cls, conf: Mapping[str, Any] | None = None, transport_options: Mapping[str, Any] | None = None,
+             url: str | None = None) -> Settings:
+        """The one reader: environment < ``transport_options['sqs_ddb']`` < ``conf`` keys < URL.
 
-    @classmethod
-    def from_conf(cls, conf: Any, url: str | None = None) -> Settings:
-        """As :meth:`from_app`, from a settings mapping (``{}``: the ``SQS_DDB_*`` environment only)."""
+        ``conf`` is ``app.conf`` (the transport passes None); ``transport_options`` defaults to
+        ``conf['broker_transport_options']``. Also refuses pickle in ``conf`` (see :func:`check_serializers`).
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if transport_options is None and conf is not None:
+            transport_options = conf.get("broker_transport_options") or {}
+        transport_options = transport_options or {}
+        section = dict(transport_options.get(SECTION) or {})
+        _refuse_unknown(section, fields, f"broker_transport_options[{SECTION!r}]", "")
+        app_keys: dict[str, Any] = {}
+        for key in list(conf.keys()) if conf is not None else []:
+            if isinstance(key, str) and key.startswith(PREFIX) and conf.get(key) is not None:
+                app_keys[key[len(PREFIX):]] = conf.get(key)
+        _refuse_unknown(app_keys, fields, "setting", PREFIX)
+        our_transport = str((conf or {}).get("broker_transport") or "").startswith("celery_sqs_ddb")
+        for name, value in app_keys.items():
+            if our_transport and fields[name].metadata["broker"] and name not in section:
+                raise ConfigurationError(
+                    f"{PREFIX}{name} is read by the SQS transport, which does not see app settings: pass "
+                    f"{name}={value!r} to celery_sqs_ddb.broker_settings(...) (it writes "
+                    f"broker_transport_options[{SECTION!r}]) or set SQS_DDB_{name.upper()} in the environment")
+            if name in section and section[name] != value:
+                raise ConfigurationError(
+                    f"{PREFIX}{name}={value!r} contradicts broker_transport_options[{SECTION!r}][{name!r}]="
+                    f"{section[name]!r}; set it once (broker_settings(..., {name}=...))")
         raw: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            key = PREFIX + field.name
-            value = conf.get(key)
-            if value is None:
-                value = os.environ.get(key.upper()) or None  # e.g. SQS_DDB_STOP_TIMEOUT in a task definition
-            if value is not None:
-                raw[field.name] = value
-        unknown = sorted(k for k in conf.keys() if isinstance(k, str) and k.startswith(PREFIX)
-                         and k[len(PREFIX):] not in {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            names = ", ".join(PREFIX + f.name for f in dataclasses.fields(cls))
-            raise ConfigurationError(f"unknown setting {unknown[0]!r}; accepted keys: {names}")
+        for name in fields:
+            env = os.environ.get((PREFIX + name).upper())
+            if env:
+                raw[name] = env
+        for kombu_key in ("region", "sts_role_arn"):  # kombu's own options name the same thing
+            if transport_options.get(kombu_key):
+                raw[kombu_key] = transport_options[kombu_key]
+        raw.update({k: v for k, v in section.items() if v is not None})
+        raw.update(app_keys)
         if url:
             raw.update(parse_url(url))
         settings = cls.validated(raw)
-        check_serializers(conf, settings.allow_pickle)
+        if conf is not None:
+            check_serializers(conf, settings.allow_pickle)
         return settings
 
     @classmethod
-    def validated(cls, raw: dict[str, Any]) -> Settings:
+    def validated(cls, raw: Mapping[str, Any]) -> Settings:
         """Validate a mapping of field name to raw value; errors name the ``sqs_ddb_*`` key."""
-        converters: dict[str, Callable[[str, Any], Any]] = {
-            "table": _text,
-            "region": _text,
-            "endpoint_url": _text,
-            "status_shards": _int(1, 64),
-            "ttl": _bool,
-            "s3_bucket": _text,
-            "s3_prefix": lambda k, v: "" if v is None else str(v),
-            "result_s3_threshold": _int(1_024, 380_000),
-            "retry_mode": _choice(*RETRY_MODES),
-            "max_attempts": _int(1, 20),
-            "poll_max_interval": _float(0.05, 30.0),
-            "claim": _choice(*CLAIM_MODES),
-            "track_queued": _bool,
-            "summary_chars": _int(0, 2_000),
-            "allow_pickle": _bool,
-            "stop_timeout": _int(2, 120),
-            "protection_minutes": _int(1, 2_880),
-            "protection_renew_seconds": lambda k, v: None if v in (None, "") else _float(1.0, 172_800.0)(k, v),
-            "idle_grace": _float(0.0, 86_400.0),
-            "exit_when_idle": lambda k, v: None if v in (None, "") else _float(0.0, 604_800.0)(k, v),
-            "health_file": lambda k, v: _text(k, v) or "/tmp/celery-sqs-ddb.health",
-            "health_interval": _float(0.1, 3_600.0),
-            "json_logs": lambda k, v: None if v in (None, "") else _bool(k, v),
-            "remote_control": _bool,
-            "events": _bool,
-            "control_namespace": _namespace,
-            "control_topic_arn": _topic_arn,
-            "events_topic_arn": _topic_arn,
-            "control_keepalive": _float(0.5, 3_600.0),
-            "control_stale_after": _float(2.0, 604_800.0),
-        }
-        values = {name: converters[name](PREFIX + name, value) for name, value in raw.items()}
-        keepalive = values.get("control_keepalive", cls.control_keepalive)
-        if values.get("control_stale_after", cls.control_stale_after) < 2 * keepalive:
-            raise ConfigurationError(
-                f"{PREFIX}control_stale_after={values.get('control_stale_after', cls.control_stale_after)!r} must be "
-                f"at least twice {PREFIX}control_keepalive={keepalive!r}, or live queues would be removed")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {name: fields[name].metadata["convert"](PREFIX + name, value) for name, value in raw.items()}
         if values.get("region") is None:
             values["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return cls(**values)
+        settings = cls(**values)
+        if settings.control_stale_after < 2 * settings.control_keepalive:
+            raise ConfigurationError(
+                f"{PREFIX}control_stale_after={settings.control_stale_after!r} must be at least twice "
+                f"{PREFIX}control_keepalive={settings.control_keepalive!r}, or live queues would be removed")
+        return settings
 
     def require_table(self) -> str:
         """The table name, or a clear error naming the setting and the URL form."""
@@ -265,6 +281,28 @@ class Settings:
             )
         return self.region
 
+    @property
+    def control_active(self) -> bool:
+        """Remote control or events: the transport declares fanout and uses SNS."""
+        return self.remote_control or self.events
+
+    def client_args(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`celery_sqs_ddb.aws.client` for this deployment."""
+        return {"region": self.region, "endpoint_url": self.endpoint_url, "retry_mode": self.retry_mode,
+                "max_attempts": self.max_attempts, "role_arn": self.sts_role_arn}
+
+
+def _refuse_unknown(given: Mapping[str, Any], fields: Mapping[str, Any], where: str, prefix: str) -> None:
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise ConfigurationError(f"unknown {where} {prefix + unknown[0]!r}; accepted keys: "
+                                 f"{', '.join(prefix + name for name in fields)}")
+
+
+def names() -> tuple[str, ...]:
+    """The field names of every setting."""
+    return tuple(f.name for f in dataclasses.fields(Settings))
+
 
 def parse_url(url: str) -> dict[str, Any]:
     """Split ``ddb://TABLE?region=R&endpoint_url=U&...`` into raw settings fields."""
@@ -275,7 +313,7 @@ def parse_url(url: str) -> dict[str, Any]:
     table = (parts.netloc + parts.path).strip("/")
     if table:
         raw["table"] = table
-    known = {f.name for f in dataclasses.fields(Settings)}
+    known = set(names())
     for key, values in parse_qs(parts.query, keep_blank_values=True).items():
         if key not in known:
             raise ConfigurationError(
@@ -285,49 +323,35 @@ def parse_url(url: str) -> dict[str, Any]:
     return raw
 
 
-def check_serializers(conf: Any, allow_pickle: bool) -> None:
-    """Refuse pickle anywhere in the (result) serializer/accept settings unless allowed."""
+def check_serializers(conf: Mapping[str, Any], allow_pickle: bool) -> None:
+    """Refuse pickle (by either of its names) in every serializer/accept setting unless allowed."""
     if allow_pickle:
         return
-    # remote control uses task_serializer/accept_content; events their own serializer
-    for key in ("task_serializer", "result_serializer", "accept_content", "result_accept_content", "event_serializer"):
+    for key in ("task_serializer", "result_serializer", "accept_content", "result_accept_content",
+                "event_serializer"):
         value = conf.get(key)
-        values = [value] if isinstance(value, str) else list(value or ())
-        if any(str(v).endswith("pickle") for v in values):
+        if refuses_pickle([value] if isinstance(value, str) else list(value or ())):
             raise PickleRefused(
                 f"{key}={value!r} enables pickle, which runs arbitrary code from any message or result; "
                 "use json, or set sqs_ddb_allow_pickle = True to accept the risk"
             )
 
 
-@dataclasses.dataclass(frozen=True)
-class TransportOptions:
-    """The SQS transport's own options (``broker_transport_options``), validated once."""
+def refuses_pickle(content_types: Iterable[Any]) -> bool:
+    """Whether any of these serializer names or MIME types is pickle."""
+    return any(str(value).strip().lower() in PICKLE_NAMES or str(value).lower().endswith("pickle")
+               for value in content_types)
 
-    s3_bucket: str | None = None
-    s3_prefix: str = "celery/"
-    payload_s3_threshold: int = 1_000_000
-    ack_flush_interval: float = 0.2
-    heartbeat: bool = True
-    region: str | None = None
 
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> TransportOptions:
-        """Read our keys from ``broker_transport_options``; errors name the option."""
-        def opt(name: str) -> str:
-            return f"broker_transport_options[{name!r}]"
+def settings_table() -> str:
+    """The Markdown table of every setting (the README's "Settings" table is this text)."""
+    rows = ["| setting | default | read by | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = f.metadata["shown"] or ("None" if f.default is None else repr(f.default).replace("'", ""))
+        where = "broker + app" if f.metadata["broker"] else "app"
+        rows.append(f"| `{PREFIX}{f.name}` | {default} | {where} | {f.metadata['doc']} |")
+    return "\n".join(rows)
 
-        values: dict[str, Any] = {}
-        if options.get("s3_bucket") is not None:
-            values["s3_bucket"] = _text(opt("s3_bucket"), options["s3_bucket"])
-        if options.get("s3_prefix") is not None:
-            values["s3_prefix"] = str(options["s3_prefix"])
-        if options.get("payload_s3_threshold") is not None:
-            values["payload_s3_threshold"] = _int(1_024, SQS_MAX_MESSAGE_BYTES - 16_384)(
-                opt("payload_s3_threshold"), options["payload_s3_threshold"])
-        if options.get("ack_flush_interval") is not None:
-            values["ack_flush_interval"] = _float(0.0, 10.0)(opt("ack_flush_interval"), options["ack_flush_interval"])
-        if options.get("heartbeat") is not None:
-            values["heartbeat"] = _bool(opt("heartbeat"), options["heartbeat"])
-        values["region"] = options.get("region")
-        return cls(**values)
+
+if __name__ == "__main__":  # python -m celery_sqs_ddb.config: print the README's settings table
+    print(settings_table())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import Reject
 from kombu.exceptions import EncodeError
 
 
@@ -49,6 +50,22 @@ class PayloadTooLarge(SqsDdbError):
 
 class ClaimCheckMissing(SqsDdbError):
     """A message points to an S3 object that no longer exists."""
+
+
+class UntrustedPointer(ClaimCheckMissing):
+    """A message points outside the configured claim-check bucket and prefix."""
+
+
+class ClaimDeferred(Reject, SqsDdbError):
+    """A claim or result write failed on our side (DynamoDB/S3 after retries): the task waits.
+
+    A ``Reject(requeue=True)``, so a worker without this package's Request gives the message back."""
+
+    def __init__(self, reason: str | None = None, requeue: bool = True) -> None:
+        super().__init__(reason, requeue)
+
+    def __str__(self) -> str:
+        return str(self.reason)
 
 
 class PickleRefused(ConfigurationError):

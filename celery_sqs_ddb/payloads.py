@@ -1,5 +1,11 @@
 """S3 claim-check: large task messages, results and tracebacks live in S3, the item or
-message keeps a pointer ``s3://bucket/key``, and readers fetch it transparently."""
+message keeps a pointer ``s3://bucket/key``, and readers fetch it transparently.
+
+Messages come from the queue, so a message's pointer is trusted only inside the configured
+bucket and prefix (:meth:`PayloadStore.check`); anything else is a poison message. A result's
+pointer comes from our own table item, so a reader without ``sqs_ddb_s3_bucket`` follows it
+(:meth:`PayloadStore.for_pointer`) instead of reading ``None``.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,37 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from . import aws
-from .exceptions import ClaimCheckMissing
+from .config import Settings
+from .exceptions import ClaimCheckMissing, UntrustedPointer
 
 POINTER_PREFIX = "s3://"
+#: S3's answers for a key that does not exist (404; NoSuchKey; 403 where the role may not list).
+_MISSING = ("NoSuchKey", "404", "NotFound")
 
 
 class PayloadStore:
     """Put, get and delete payloads under ``prefix`` in one bucket (SSE on by default)."""
 
-    def __init__(self, bucket: str, prefix: str, region: str | None, endpoint_url: str | None,
-                 retry_mode: str = "standard", max_attempts: int = 5) -> None:
+    def __init__(self, bucket: str, prefix: str, client_args: dict[str, Any]) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self._client_args = (region, endpoint_url, retry_mode, max_attempts)
+        self._client_args = client_args
+
+    @classmethod
+    def for_settings(cls, settings: Settings, kind: str) -> PayloadStore:
+        """The store of ``kind`` (``messages/`` or ``results/``) in ``sqs_ddb_s3_bucket``."""
+        return cls(str(settings.s3_bucket), settings.s3_prefix + kind, settings.client_args())
+
+    @classmethod
+    def for_pointer(cls, settings: Settings, pointer: str) -> PayloadStore:
+        """A store that can read ``pointer``'s bucket (a result written by a worker configured with
+        a bucket, read by a client that is not)."""
+        bucket, _ = split_pointer(pointer)
+        return cls(bucket, "", settings.client_args())
 
     @property
     def client(self) -> Any:
-        region, endpoint_url, retry_mode, max_attempts = self._client_args
-        return aws.client("s3", region, endpoint_url, retry_mode, max_attempts)
+        return aws.client("s3", **self._client_args)
 
     def put(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Store ``data`` under ``prefix + name``; return the pointer."""
@@ -35,6 +54,14 @@ class PayloadStore:
                                    ServerSideEncryption="AES256")
         return f"{POINTER_PREFIX}{self.bucket}/{key}"
 
+    def check(self, pointer: str) -> None:
+        """Refuse a pointer outside this store's bucket and prefix (:class:`UntrustedPointer`)."""
+        bucket, key = split_pointer(pointer)
+        if bucket != self.bucket or not key.startswith(self.prefix) or ".." in key.split("/"):
+            raise UntrustedPointer(
+                f"claim-check pointer {pointer!r} is outside s3://{self.bucket}/{self.prefix} "
+                "(sqs_ddb_s3_bucket, sqs_ddb_s3_prefix); not read")
+
     def get(self, pointer: str) -> bytes:
         """Fetch a payload; a missing object raises :class:`ClaimCheckMissing`."""
         bucket, key = split_pointer(pointer)
@@ -42,7 +69,7 @@ class PayloadStore:
             with aws.translated("s3", "GetObject", f"S3 bucket '{bucket}'", setting="sqs_ddb_s3_bucket"):
                 return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if aws.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if aws.error_code(exc) in _MISSING:
                 raise ClaimCheckMissing(f"S3 object {pointer} no longer exists (deleted or expired)") from exc
             raise
 
@@ -55,7 +82,8 @@ class PayloadStore:
 
 def split_pointer(pointer: str) -> tuple[str, str]:
     """``s3://bucket/key`` -> (bucket, key)."""
-    if not pointer.startswith(POINTER_PREFIX) or "/" not in pointer[len(POINTER_PREFIX):]:
-        raise ClaimCheckMissing(f"{pointer!r} is not an s3://bucket/key pointer")
+    if not isinstance(pointer, str) or not pointer.startswith(POINTER_PREFIX) \
+            or "/" not in pointer[len(POINTER_PREFIX):]:
+        raise UntrustedPointer(f"{pointer!r} is not an s3://bucket/key pointer")
     bucket, key = pointer[len(POINTER_PREFIX):].split("/", 1)
     return bucket, key

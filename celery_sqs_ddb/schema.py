@@ -37,12 +37,25 @@ PARENT_ID = "parent_id"
 ARGS = "args"
 KWARGS = "kwargs"
 EXPIRES_AT = "expires_at"
-CLAIM_RETRIES = "claim_retries"
-CLAIM_RECEIVES = "claim_receives"
+#: The attempt that holds or last held the task (see :func:`attempt_key`): a claim needs a key
+#: at least this high, so an older delivery never runs after a newer one started.
+CLAIM_KEY = "claim_key"
+#: The SQS message id of the delivery that holds the claim: another message with the same task id
+#: and attempt (a duplicate publish) is refused, a redelivery of this one (higher key) takes over.
+CLAIM_MESSAGE = "claim_msg"
+#: The worker running the task's current attempt; removed by its RETRY or final write. A revoke
+#: from outside leaves a task that has it alone (it is running: use terminate=True).
+CLAIMED_BY = "claimed_by"
+#: Incremented by every state write: a reader never reports an item older than one it saw.
+VERSION = "v"
 KIND = "kind"
 GROUP_RESULT = "group_result"
 CHORD_SIZE = "chord_size"
 CHORD_COUNT = "chord_count"
+#: On a chord header part's item: the chord it was counted in (counted once, atomically with the count).
+CHORD_COUNTED = "chord_counted"
+#: On the group item: the callback was sent.
+CHORD_FIRED = "chord_fired"
 
 KIND_GROUP = "group"
 
@@ -62,6 +75,31 @@ ATTRIBUTE_DEFINITIONS = [
     {"AttributeName": STATUS_SHARD, "AttributeType": "S"},
     {"AttributeName": UPDATED_AT, "AttributeType": "S"},
 ]
+
+
+#: Each part of an attempt key gets six decimal digits (receive counts and retries above that saturate).
+_PART = 1_000_000
+MAX_RECEIVES = _PART - 1
+
+
+def attempt_key(nesting: int, retries: int, receives: int) -> int:
+    """One number ordering deliveries of a task: replacement nesting, then retries, then SQS receives.
+
+    ``Task.replace()`` sends the same id with a higher ``replaced_task_nesting`` (a new attempt),
+    ``self.retry()`` a higher ``retries``; a redelivery of one message has a higher receive count.
+    """
+    return (_clamp(nesting) * _PART + _clamp(retries)) * _PART + _clamp(receives)
+
+
+def _clamp(number: int) -> int:
+    return max(0, min(int(number or 0), MAX_RECEIVES))
+
+
+def attempt_of(key: int) -> tuple[int, int, int]:
+    """The (nesting, retries, receives) of an :func:`attempt_key`."""
+    rest, receives = divmod(int(key), _PART)
+    nesting, retries = divmod(rest, _PART)
+    return nesting, retries, receives
 
 
 def shard_of(task_id: str, shards: int) -> int:

@@ -22,9 +22,12 @@ TERMINAL = frozenset({SUCCESS, FAILURE, REVOKED})
 #: States that put a task in the status index under their own name.
 INDEXED = (QUEUED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED)
 #: Known states; any other name (PROGRESS or a user's) is a custom "running" state.
-KNOWN = frozenset({PENDING, QUEUED, STARTED, RETRY, *TERMINAL})
+KNOWN = frozenset({PENDING, QUEUED, STARTED, RETRY, states.RECEIVED, states.REJECTED, *TERMINAL})
 #: Every state a claim may start from without proof of a newer delivery.
 CLAIMABLE = frozenset({PENDING, QUEUED, RETRY})
+#: States a revoke from outside may replace: the task has not started (Celery's worker applies the
+#: same rule in its ``revoke`` command; RECEIVED and REJECTED are states other backends store).
+REVOCABLE = frozenset({PENDING, QUEUED, RETRY, states.RECEIVED, states.REJECTED})
 
 
 def is_terminal(state: str | None) -> bool:
@@ -40,6 +43,11 @@ def is_running(state: str | None) -> bool:
 def index_state(state: str) -> str:
     """The status under which a state appears in the status index (custom states count as STARTED)."""
     return state if state in INDEXED else STARTED
+
+
+def revocable(current: str | None, running: bool) -> bool:
+    """Whether a revoke from outside the running worker may write REVOKED: not started, not final."""
+    return not running and (current or PENDING) in REVOCABLE
 
 
 def allowed(current: str | None, new: str, newer_attempt: bool = False) -> bool:

@@ -36,7 +36,10 @@ def make_app() -> Celery:
     if env.get("TEST_TRANSPORT_OPTIONS"):
         import json
 
-        app.conf.broker_transport_options.update(json.loads(env["TEST_TRANSPORT_OPTIONS"]))
+        extra = json.loads(env["TEST_TRANSPORT_OPTIONS"])
+        options = app.conf.broker_transport_options
+        options["sqs_ddb"] = {**options.get("sqs_ddb", {}), **extra.pop("sqs_ddb", {})}
+        options.update(extra)
     register(app)
     celery_sqs_ddb.configure(app)  # the one documented line: adds --exit-when-idle
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tests.conftest import ARTIFACTS
+from tests.fakes.moto_server import ARTIFACTS
 
 
 def main() -> int:

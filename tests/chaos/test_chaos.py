@@ -19,7 +19,9 @@ import pytest
 
 from celery_sqs_ddb import submit_many
 from celery_sqs_ddb.exceptions import AccessDenied
-from tests.conftest import ARTIFACTS, make_client_app, wait_until
+from tests.fakes.moto_server import ARTIFACTS
+from tests.support.stack import make_client_app
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

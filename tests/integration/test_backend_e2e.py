@@ -10,7 +10,7 @@ from celery import chain, chord, group
 from celery.exceptions import ChordError
 
 from celery_sqs_ddb import jobs, states
-from tests.conftest import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +158,7 @@ def test_unserializable_result_fails_with_clear_error(running):
 
 
 def test_expired_result_reads_as_pending(stack, workers, monkeypatch):
-    from tests.conftest import make_client_app
+    from tests.support.stack import make_client_app
 
     app = make_client_app(stack, monkeypatch, TEST_RESULT_EXPIRES=5)
     workers(stack.env(TEST_RESULT_EXPIRES=5)).wait_ready()
@@ -174,7 +174,7 @@ def test_expired_result_reads_as_pending(stack, workers, monkeypatch):
 
 def test_missing_table_is_a_clear_error(stack, monkeypatch):
     from celery_sqs_ddb.exceptions import TableNotFound
-    from tests.conftest import make_client_app
+    from tests.support.stack import make_client_app
 
     app = make_client_app(stack, monkeypatch, TEST_TABLE="no-such-table")
     with pytest.raises(TableNotFound, match=r"DynamoDB table 'no-such-table' \(sqs_ddb_table, region eu-west-1\) "

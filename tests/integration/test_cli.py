@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import celery_command
+from tests.support.stack import celery_command
 
 pytestmark = pytest.mark.integration
 

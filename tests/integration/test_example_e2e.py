@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from example_project import demo
-from tests.conftest import ARTIFACTS, ROOT, Worker, free_port, wait_until
+from tests.fakes.moto_server import ARTIFACTS, free_port
+from tests.support.stack import ROOT, Worker
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, effects_of, wait_until
 from tests.fakes.ecs import TASK_ID, FakeEcs
+from tests.support.stack import ROOT, effects_of
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def test_agent_errors_do_not_stop_the_worker(stack, client_app, workers, tmp_pat
 
 
 def test_sigterm_drains_within_the_stop_timeout(stack_factory, workers, monkeypatch, ecs, tmp_path):
-    from tests.conftest import make_client_app
+    from tests.support.stack import make_client_app
 
     effects = tmp_path / "effects.log"
     monkeypatch.setenv("SIDE_EFFECTS", str(effects))

@@ -14,7 +14,8 @@ import boto3
 import pytest
 
 from celery_sqs_ddb.exceptions import ConfigurationError
-from tests.conftest import REGION, celery_command, make_client_app, wait_until
+from tests.support.stack import REGION, celery_command, make_client_app
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ KEEPALIVE, STALE_AFTER = 1, 4
 def control_env(stack: Any, options: dict[str, Any] | None = None, **env: Any) -> dict[str, str]:
     opts = {"remote_control": True, "control_keepalive": KEEPALIVE, "control_stale_after": STALE_AFTER,
             **(options or {})}
-    return stack.env(TEST_TRANSPORT_OPTIONS=json.dumps({"remote_control": opts}), **env)
+    return stack.env(TEST_TRANSPORT_OPTIONS=json.dumps({"sqs_ddb": opts}), **env)
 
 
 def control_queues(stack: Any) -> list[str]:

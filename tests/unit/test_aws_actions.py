@@ -21,7 +21,7 @@ INHERITED = {
 
 def called_actions() -> dict[str, set[str]]:
     session = botocore.session.get_session()
-    source = "\n".join(p.read_text() for p in PACKAGE.glob("*.py"))
+    source = "\n".join(p.read_text() for p in PACKAGE.rglob("*.py"))
     found: dict[str, set[str]] = {}
     for service in ("dynamodb", "sqs", "s3", "sts", "sns"):
         model = session.get_service_model(service)

@@ -88,13 +88,16 @@ def test_first_terminal_state_wins(backend):
     assert (meta["status"], meta["result"]) == ("SUCCESS", "first")
 
 
-def put_state(task_id, state, claim=(0, 1)):
+def put_state(task_id, state, claim=(0, 0, 1), message="m1", running=True):
+    """An item as another process left it: ``claim`` (nesting, retries, receives) holds it."""
     item = {"task_id": {"S": task_id}}
     if state:
         item["status"] = {"S": state}
-    if state and claim:
-        item["claim_retries"] = {"N": str(claim[0])}
-        item["claim_receives"] = {"N": str(claim[1])}
+    if claim:
+        item["claim_key"] = {"N": str(schema.attempt_key(*claim))}
+        item["claim_msg"] = {"S": message}
+        if running:
+            item["claimed_by"] = {"S": "other@host"}
     boto3.client("dynamodb", region_name=REGION).put_item(TableName="jobs", Item=item)
 
 
@@ -102,11 +105,11 @@ ALL = [None, "QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "RE
 
 
 @pytest.mark.parametrize(("current", "new"), list(itertools.product(ALL, ["PROGRESS", "RETRY", "SUCCESS",
-                                                                          "FAILURE", "REVOKED"])))
+                                                                          "FAILURE"])))
 def test_conditional_writes_follow_states_allowed(backend, current, new):
     task_id = f"{current}-{new}"
     if current:
-        put_state(task_id, current)
+        put_state(task_id, current, claim=None)
     value = ValueError("x") if new in ("FAILURE", "RETRY") else {"v": 1}
     backend.store_result(task_id, value, new, request=Request(task_id, retries=0))
     item = raw_item(task_id) or {}
@@ -116,49 +119,84 @@ def test_conditional_writes_follow_states_allowed(backend, current, new):
         assert item["status"]["S"] == new
 
 
+MAX = schema.MAX_RECEIVES
+
+
 @pytest.mark.parametrize(
-    ("current", "claim", "attempt", "ok"),
+    ("current", "holder", "attempt", "message", "ok"),
     [
-        (None, None, (0, 1), True),
-        ("QUEUED", None, (0, 1), True),
-        ("STARTED", (0, 1), (0, 1), False),   # same delivery of the same attempt: a duplicate
-        ("STARTED", (0, 1), (0, 2), True),    # redelivered after the holder's visibility ran out
-        ("PROGRESS", (0, 2), (0, 1), False),  # an older delivery
-        ("RETRY", (0, 1), (0, 3), False),     # the old attempt's message again
-        ("RETRY", (0, 1), (1, 1), True),      # the retry's own message
-        ("STARTED", (1, 1), (0, 5), False),   # an attempt before the retry
-        ("SUCCESS", (0, 1), (0, 2), False),
-        ("FAILURE", (0, 1), (1, 1), False),
-        ("REVOKED", (0, 1), (0, 1), False),
+        (None, None, (0, 0, 1), "m1", True),
+        ("QUEUED", None, (0, 0, 1), "m1", True),
+        ("STARTED", (0, 0, 1), (0, 0, 1), "m1", True),    # the same message again: our own retried claim
+        ("STARTED", (0, 0, 1), (0, 0, 1), "m2", False),   # another message of the same attempt: a duplicate
+        ("STARTED", (0, 0, 1), (0, 0, 2), "m1", True),    # redelivered after the holder's visibility ran out
+        ("PROGRESS", (0, 0, 2), (0, 0, 1), "m1", False),  # an older delivery
+        ("RETRY", (0, 0, MAX), (0, 0, 3), "m1", False),   # the retried attempt's message again
+        ("RETRY", (0, 0, MAX), (0, 1, 1), "m2", True),    # the retry's own message
+        ("STARTED", (0, 1, 1), (0, 0, 5), "m1", False),   # an attempt before the retry
+        ("STARTED", (0, 0, 1), (1, 0, 1), "m2", True),    # Task.replace(): same id, a new attempt
+        ("SUCCESS", (0, 0, 1), (0, 0, 2), "m1", False),
+        ("FAILURE", (0, 0, 1), (0, 1, 1), "m2", False),
+        ("REVOKED", None, (0, 0, 1), "m1", False),
     ],
 )
-def test_claim(backend, current, claim, attempt, ok):
-    if current:
-        put_state("c", current, claim)
+def test_claim(backend, current, holder, attempt, message, ok):
+    if current or holder:
+        put_state("c", current, holder, running=current not in (None, "QUEUED", "RETRY"))
+    claim = {"attempt": schema.attempt_key(*attempt), "message_id": message, "worker": "w@h", "task_name": "tests.add",
+             "queue": "q", "retries": attempt[1]}
     if ok:
-        backend.claim("c", task_name="tests.add", worker="w@h", queue="q", retries=attempt[0],
-                      receive_count=attempt[1])
+        backend.claim("c", **claim)
         item = raw_item("c")
-        assert item["status"]["S"] == "STARTED" and item["worker"]["S"] == "w@h"
+        assert item["status"]["S"] == "STARTED" and item["worker"]["S"] == "w@h" and item["claimed_by"]["S"] == "w@h"
         assert item["status_shard"]["S"].startswith("STARTED#")
+        assert schema.attempt_of(int(item["claim_key"]["N"])) == attempt
     else:
         with pytest.raises(StateConflict) as info:
-            backend.claim("c", task_name="tests.add", worker="w@h", queue="q", retries=attempt[0],
-                          receive_count=attempt[1])
-        assert info.value.item["status"] == current  # ALL_OLD: the current item, no extra read
+            backend.claim("c", **claim)
+        assert info.value.item.get("status") == current  # ALL_OLD: the current item, no extra read
 
 
-def test_revoke_creates_or_updates_and_never_overrides_terminal(backend):
+def test_claim_without_publishing_started_touches_no_indexed_attribute(backend):
+    backend.queue_rows([("q", "tests.add", "celery")])
+    before = raw_item("q")
+    backend.claim("q", attempt=schema.attempt_key(0, 0, 1), worker="w@h", publish_started=False)
+    after = raw_item("q")
+    for key in (schema.STATUS, schema.STATUS_SHARD, schema.UPDATED_AT, *schema.INDEX_PROJECTION):
+        assert after.get(key) == before.get(key), key
+    assert after["claimed_by"] == {"S": "w@h"}
+    backend.claim("fresh", attempt=schema.attempt_key(0, 0, 1), worker="w@h", publish_started=False)
+    assert "status" not in raw_item("fresh")
+    assert backend.get_task_meta("fresh")["status"] == "PENDING"  # never a phantom STARTED
+
+
+def test_revoke_writes_only_tasks_that_have_not_started(backend):
     backend.store_result("done", 1, states.SUCCESS, request=Request("done"))
-    assert backend.revoke(["queued-later", "done"]) == 1
+    put_state("running", "STARTED", (0, 0, 1))
+    put_state("running-quietly", None, (0, 0, 1))  # claimed with task_track_started off
+    put_state("waiting-retry", "RETRY", (0, 0, MAX), running=False)
+    assert backend.revoke(["queued-later", "done", "running", "running-quietly", "waiting-retry"]) == 2
     assert backend.get_task_meta("queued-later")["status"] == "REVOKED"
+    assert backend.get_task_meta("waiting-retry")["status"] == "REVOKED"
     assert backend.get_task_meta("done", cache=False)["status"] == "SUCCESS"
+    assert raw_item("running")["status"]["S"] == "STARTED"
+    assert "status" not in raw_item("running-quietly")
     with pytest.raises(StateConflict):
-        backend.claim("queued-later", task_name="x", worker="w", queue="q")
+        backend.claim("queued-later", attempt=schema.attempt_key(0, 0, 1), worker="w")
+
+
+def test_mark_as_revoked_from_outside_leaves_a_running_task_alone(backend):
+    """Celery's worker marks a revoked id REVOKED unless another worker started it (its state
+    stays that worker's); with a request, the worker's own revoke of its task is written."""
+    put_state("elsewhere", "STARTED", (0, 0, 1))
+    backend.mark_as_revoked("elsewhere", "revoked")
+    assert raw_item("elsewhere")["status"]["S"] == "STARTED"
+    backend.mark_as_revoked("elsewhere", "terminated", request=Request("elsewhere"))
+    assert raw_item("elsewhere")["status"]["S"] == "REVOKED"
 
 
 def test_progress_does_not_touch_index_keys(backend):
-    backend.claim("p", task_name="tests.add", worker="w", queue="q")
+    backend.claim("p", attempt=schema.attempt_key(0, 0, 1), task_name="tests.add", worker="w", queue="q")
     before = raw_item("p")
     backend.store_result("p", {"done": 3}, "PROGRESS")
     after = raw_item("p")
@@ -169,11 +207,15 @@ def test_progress_does_not_touch_index_keys(backend):
 
 
 def test_retry_from_an_older_attempt_does_not_overwrite_the_newer_claim(backend):
-    backend.claim("r", task_name="t", worker="w", queue="q", retries=1)
+    backend.claim("r", attempt=schema.attempt_key(0, 1, 1), task_name="t", worker="w", queue="q", retries=1)
     backend.store_result("r", ValueError("old"), states.RETRY, request=Request("r", retries=0))
     assert raw_item("r")["status"]["S"] == "STARTED"
     backend.store_result("r", ValueError("new"), states.RETRY, request=Request("r", retries=1))
-    assert raw_item("r")["status"]["S"] == "RETRY"
+    item = raw_item("r")
+    assert item["status"]["S"] == "RETRY" and "claimed_by" not in item  # the attempt is over
+    with pytest.raises(StateConflict):  # its message again (a lost delete) does not run
+        backend.claim("r", attempt=schema.attempt_key(0, 1, 2), worker="w")
+    backend.claim("r", attempt=schema.attempt_key(0, 2, 1), worker="w")  # the retry's message does
 
 
 def test_ttl_from_result_expires_and_expired_reads_as_missing(aws):
@@ -216,17 +258,42 @@ def test_get_many_yields_ready_results_and_times_out_with_a_deadline(backend):
     assert time.monotonic() - start < 2
 
 
-def test_wait_for_polls_adaptively(backend, monkeypatch):
-    pauses = []
+def test_wait_for_polls_adaptively_with_eventually_consistent_reads(backend, monkeypatch):
+    pauses, reads = [], []
     monkeypatch.setattr(time, "sleep", lambda s: pauses.append(s))
-    answers = iter([{"status": "PENDING", "result": None}] * 12 + [{"status": "SUCCESS", "result": 7}])
-    monkeypatch.setattr(backend, "_get_task_meta_for", lambda task_id: next(answers))
+    done = {"task_id": "w", "status": "SUCCESS", "result": "7", "v": 3}
+    answers = iter([None] * 20 + [done])
+
+    def get(task_id, consistent=True):
+        reads.append(consistent)
+        return next(answers)
+
+    monkeypatch.setattr(backend.table, "get", get)
     assert backend.wait_for("w")["result"] == 7
-    assert len(pauses) == 12
-    assert pauses[0] <= 0.05  # first re-check within tens of ms
+    assert len(pauses) == 20
+    assert not any(reads)  # polls read eventually consistent: half the read units
+    assert pauses[0] <= 0.02  # first re-check within tens of ms
     assert all(b >= a for a, b in zip(pauses, pauses[1:], strict=False))  # backing off ...
     assert pauses[-1] == 1.0  # ... to about 1 s
     assert 0.5 not in pauses  # never Celery's fixed 0.5 s
+
+
+def test_a_stale_read_never_moves_the_state_backwards(backend):
+    """An eventually consistent read may return an older version: the newest seen one wins."""
+    newer = {"task_id": "s", "status": "STARTED", "v": 5}
+    older = {"task_id": "s", "status": "PENDING", "v": 2}
+    assert backend._newest("s", newer)["status"] == "STARTED"
+    assert backend._newest("s", older)["status"] == "STARTED"
+    assert backend._newest("s", {"task_id": "s", "status": "SUCCESS", "result": "1", "v": 6})["status"] == "SUCCESS"
+
+
+def test_wait_for_reads_strongly_once_before_timing_out(backend, monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    backend.store_result("late", 5, states.SUCCESS, request=Request("late"))
+    real_get = backend.table.get
+    monkeypatch.setattr(backend.table, "get", lambda task_id, consistent=True: real_get(task_id) if consistent
+                        else None)  # a lagging replica
+    assert backend.wait_for("late", timeout=0.01)["result"] == 5
 
 
 def test_listing_newest_first_across_shards_with_pagination(backend):
@@ -251,7 +318,7 @@ def test_listing_newest_first_across_shards_with_pagination(backend):
 def test_queued_rows_show_in_the_index(backend):
     backend.queue_rows([("q1", "tests.add", "celery"), ("q2", "tests.add", "celery")])
     assert {j["task_id"] for j in backend.list_jobs("QUEUED")[0]} == {"q1", "q2"}
-    backend.claim("q1", task_name="tests.add", worker="w", queue="celery")
+    backend.claim("q1", attempt=schema.attempt_key(0, 0, 1), task_name="tests.add", worker="w", queue="celery")
     assert {j["task_id"] for j in backend.list_jobs("QUEUED")[0]} == {"q2"}
     assert {j["task_id"] for j in backend.list_jobs("STARTED")[0]} == {"q1"}
 
@@ -363,4 +430,6 @@ def test_waiting_on_a_large_group_reads_one_window_per_poll(backend, monkeypatch
     monkeypatch.setattr(time, "sleep", lambda s: None)
     got = [task_id for task_id, _ in backend.get_many(ids, max_iterations=3)]
     assert got == ids[:150]  # the ready ones come back, in order
-    assert keys_per_call == [100, 100, 100, 100]  # one window per round, never all 250 pending
+    # one window of at most 100 per round, never all 250 pending; a round that finds nothing
+    # ready halves the next window (reads follow completions, not the waiting)
+    assert keys_per_call == [100, 100, 100, 50]

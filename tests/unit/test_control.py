@@ -14,15 +14,8 @@ from moto import mock_aws
 
 import celery_sqs_ddb
 from celery_sqs_ddb.config import Settings
-from celery_sqs_ddb.control import (
-    TAG_OWNER,
-    TAG_ROLE,
-    TAG_SEEN,
-    TAG_SUBSCRIPTION,
-    ControlOptions,
-    ControlPlane,
-    queue_name,
-)
+from celery_sqs_ddb.control import ControlOptions, ControlPlane, queue_name
+from celery_sqs_ddb.control.names import TAG_OWNER, TAG_ROLE, TAG_SEEN, TAG_SUBSCRIPTION
 from celery_sqs_ddb.exceptions import AccessDenied, ConfigurationError
 
 REGION = "eu-west-1"
@@ -59,22 +52,21 @@ def test_long_hostnames_fit_sqs_s_80_characters_and_stay_distinct():
 # ------------------------------------------------------------------ settings
 
 
-def settings_of(**conf) -> Settings:
+def options_of(app_conf: dict | None = None, **broker_kwargs) -> ControlOptions:
     app = Celery("t", set_as_current=False)
-    app.conf.update(conf)
-    return Settings.from_app(app)
+    app.conf.update(celery_sqs_ddb.broker_settings(["jobs.fifo"], **broker_kwargs), **(app_conf or {}))
+    transport_options = app.conf.broker_transport_options
+    return ControlOptions.from_settings(Settings.read(app.conf), transport_options["predefined_queues"])
 
 
-def test_options_come_from_broker_settings_over_app_settings_over_environment(monkeypatch):
-    assert ControlOptions.resolve({}, Settings()).active is False  # off by default
+def test_options_come_from_the_one_settings_reader(monkeypatch):
+    assert options_of().active is False  # off by default
     monkeypatch.setenv("SQS_DDB_REMOTE_CONTROL", "true")
     monkeypatch.setenv("SQS_DDB_CONTROL_KEEPALIVE", "5")
-    settings = settings_of(sqs_ddb_control_keepalive=7, sqs_ddb_events=True)
-    opts = celery_sqs_ddb.broker_settings(["jobs.fifo"], events=False)["broker_transport_options"]
-    resolved = ControlOptions.resolve(opts, settings)
+    resolved = options_of(control_keepalive=7, events=False)
     assert resolved.remote_control is True  # environment
-    assert resolved.keepalive == 7  # app setting over environment
-    assert resolved.events is False  # broker_settings over app setting
+    assert resolved.keepalive == 7  # broker_settings over the environment
+    assert resolved.events is False
     assert resolved.namespace == "jobs"  # the first queue, without .fifo
 
 
@@ -82,21 +74,22 @@ def test_broker_settings_for_events_turn_on_worker_events():
     conf = celery_sqs_ddb.broker_settings(["jobs"], remote_control=True, events=True,
                                           control_topic_arn="arn:aws:sns:eu-west-1:123456789012:jobs-control")
     assert conf["worker_send_task_events"] is True
-    assert conf["broker_transport_options"]["remote_control"] == {
+    assert conf["broker_transport_options"]["sqs_ddb"] == {
         "remote_control": True, "events": True, "control_topic_arn": "arn:aws:sns:eu-west-1:123456789012:jobs-control"}
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"control_topic_arn": "jobs-control"}, "sqs_ddb_control_topic_arn='jobs-control' is not an SNS topic ARN"),
+    ({"control_topic_arn": "jobs-control"}, "sqs_ddb_control_topic_arn='jobs-control' is not accepted; accepted: "
+                                            "an SNS topic ARN"),
     ({"control_namespace": "jobs.fifo"}, "sqs_ddb_control_namespace='jobs.fifo' is not accepted"),
     ({"remote_control": "maybe"}, "sqs_ddb_remote_control='maybe' is not a boolean"),
     ({"control_keepalive": 60, "control_stale_after": 90}, "must be at least twice sqs_ddb_control_keepalive"),
-    ({"control_stale_after": 90}, "must be at least twice sqs_ddb_control_keepalive=60"),  # with the default
-    ({"topic": "x"}, "unknown key 'topic'"),
+    ({"control_stale_after": 90}, "must be at least twice sqs_ddb_control_keepalive=60.0"),  # with the default
+    ({"topic": "x"}, "unknown broker_transport_options['sqs_ddb'] 'topic'"),
 ])
 def test_bad_options_name_the_setting(raw, message):
-    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[")):
-        ControlOptions.resolve({"remote_control": raw}, Settings())
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Settings.read(None, {"sqs_ddb": raw})
 
 
 def test_the_transport_offers_fanout_only_with_remote_control():
@@ -118,7 +111,7 @@ def test_the_transport_offers_fanout_only_with_remote_control():
 @pytest.fixture
 def plane():
     with mock_aws():
-        yield ControlPlane(OPTIONS, REGION)
+        yield ControlPlane(OPTIONS, {"region": REGION})
 
 
 def test_queues_are_encrypted_short_lived_and_tagged(plane):
@@ -151,7 +144,8 @@ def test_a_subscribed_queue_receives_broadcasts_raw(plane):
 def test_configured_topics_are_used_as_given_and_never_created():
     with mock_aws():
         arn = "arn:aws:sns:eu-west-1:123456789012:made-by-terraform"
-        plane = ControlPlane(ControlOptions(remote_control=True, namespace="jobs", control_topic_arn=arn), REGION)
+        plane = ControlPlane(ControlOptions(remote_control=True, namespace="jobs", control_topic_arn=arn),
+                             {"region": REGION})
         assert plane.topic_arn("control") == arn
         assert plane.sns.list_topics()["Topics"] == []
 
@@ -204,7 +198,7 @@ def test_owner_keeps_its_queues_fresh_recreates_a_deleted_one_and_deletes_them_w
 
     with mock_aws():
         options = ControlOptions(remote_control=True, namespace="jobs", keepalive=0.5, stale_after=5)
-        plane = ControlPlane(options, REGION)
+        plane = ControlPlane(options, {"region": REGION})
         owned = OwnedQueues()
         queue = options.queue_for("w1@host.celery.pidbox")
         url = plane.ensure_queue(queue)

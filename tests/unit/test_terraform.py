@@ -164,9 +164,11 @@ def test_queue_module_topics_match_the_code_s_names_and_are_encrypted():
     for kind in ("control", "events"):
         assert f'{kind} = "{options.topic_name(kind)}"' in text
     assert "length(var.name) <= 40" in text  # the namespace limit of sqs_ddb_control_namespace
-    ControlOptions.resolve({"remote_control": {"control_namespace": "n" * 40}})
+    from celery_sqs_ddb.config import Settings
+
+    Settings.read(None, {"sqs_ddb": {"control_namespace": "n" * 40}})
     with pytest.raises(ValueError, match="1 to 40"):
-        ControlOptions.resolve({"remote_control": {"control_namespace": "n" * 41}})
+        Settings.read(None, {"sqs_ddb": {"control_namespace": "n" * 41}})
     topic = unquote(resources(queue)[("aws_sns_topic", "broadcast")])
     assert topic["kms_master_key_id"] == "${var.topic_kms_master_key_id}"
     assert blocks(queue, "variable")["topic_kms_master_key_id"]["default"] == "alias/aws/sns"

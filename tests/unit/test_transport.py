@@ -11,7 +11,7 @@ from moto import mock_aws
 
 import celery_sqs_ddb
 from celery_sqs_ddb.exceptions import PayloadTooLarge
-from celery_sqs_ddb.transport import CLAIM_CHECK_KEY, REASON_ATTRIBUTE
+from celery_sqs_ddb.transport.headers import CLAIM_CHECK_KEY, REASON_ATTRIBUTE
 
 REGION = "eu-west-1"
 
@@ -72,7 +72,7 @@ def test_bodies_are_plain_json(queues):
 def test_oversized_message_without_bucket_names_the_setting_and_sends_nothing(queues):
     sqs, _, std, _ = queues
     app = app_for("jobs", std)
-    with pytest.raises(PayloadTooLarge, match="sqs_ddb_s3_bucket"):
+    with pytest.raises(PayloadTooLarge, match=r"pass s3_bucket=\.\.\. to celery_sqs_ddb.broker_settings\(\)"):
         app.tasks["t.add"].delay("x" * 1_100_000, 1)
     assert receive(sqs, std) == []
 
