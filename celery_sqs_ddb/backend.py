@@ -21,10 +21,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from boto3.dynamodb.types import Binary
-from botocore.exceptions import BotoCoreError, ClientError
 from celery import states as celery_states
 from celery.backends.base import BaseBackend, _create_chord_error_with_cause
-from celery.exceptions import BackendStoreError, ChordError, TaskRevokedError, TimeoutError
+from celery.exceptions import ChordError, TaskRevokedError, TimeoutError
 from celery.result import GroupResult, allow_join_result, result_from_tuple
 from celery.utils.log import get_logger
 from kombu.exceptions import EncodeError
@@ -32,8 +31,9 @@ from kombu.utils.objects import cached_property
 
 from . import aws, schema, states
 from .config import Settings
-from .exceptions import ResultTooLarge, SqsDdbError, StateConflict
+from .exceptions import ResultTooLarge, StateConflict
 from .payloads import PayloadStore
+from .runs import RunTracking
 from .table import (
     NEW_ITEM,
     NOT_FINAL,
@@ -49,7 +49,11 @@ from .waiting import Deadline, backoff_intervals
 
 logger = get_logger(__name__)
 
-class DynamoDBBackend(BaseBackend):
+#: Tasks a ``get_many`` round aims to find ready (the polling pace adapts to it).
+HARVEST = 10
+
+
+class DynamoDBBackend(RunTracking, BaseBackend):
     """Result backend: one item per task, conditional state writes, a sharded status index."""
 
     supports_autoexpire = True
@@ -105,33 +109,6 @@ class DynamoDBBackend(BaseBackend):
 
     # ---------------------------------------------------------------- writes
 
-    def begin_run(self, task_id: str, owns_started: bool) -> None:
-        """A worker's pool process starts running ``task_id`` in this thread. With ``owns_started``
-        the claim decided STARTED (wrote it or chose not to), so the tracer's own STARTED write
-        (``task_track_started``) is skipped."""
-        self._local.run, self._local.owns_started, self._local.store_failed = task_id, owns_started, None
-
-    def end_run(self) -> BaseException | None:
-        """The run is over; the error that kept its result from being written, if any."""
-        failed = getattr(self._local, "store_failed", None)
-        self._local.run = self._local.owns_started = self._local.store_failed = None
-        return failed
-
-    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
-                     request: Any = None, **kwargs: Any) -> Any:
-        """Celery's store (with its retries); inside a worker's run, a write that failed for our
-        reasons is remembered, and the run's later writes (Celery then tries to store FAILURE)
-        fail at once instead of waiting through the retries again."""
-        running = getattr(self._local, "run", None) == str(task_id)
-        if running and self._local.store_failed is not None:
-            raise self._local.store_failed
-        try:
-            return super().store_result(task_id, result, state, traceback, request, **kwargs)
-        except Exception as exc:
-            if running and is_ours(exc):
-                self._local.store_failed = exc
-            raise
-
     def _request_fields(self, request: Any) -> dict[str, Any]:
         """Listing metadata from a task request (task name, queue, worker, retries, summaries)."""
         if request is None:
@@ -181,7 +158,7 @@ class DynamoDBBackend(BaseBackend):
         if state == states.PENDING:
             return result
         if state == states.STARTED:
-            if getattr(self._local, "owns_started", None) and self._local.run == task_id:
+            if self.owns_started(task_id):
                 return result  # the worker's claim owns STARTED for this run
             sets = {**self._request_fields(request), **self.table.indexed(state, task_id, now),
                     schema.STARTED_AT: now, schema.EXPIRES_AT: self.table.expires_at()}
@@ -331,9 +308,12 @@ class DynamoDBBackend(BaseBackend):
                  ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (task_id, meta) as tasks become ready.
 
-        Each round reads one window of the unfinished tasks (BatchGetItem, eventually consistent,
-        at most 100), taking turns over them; the pause grows while rounds find little ready and
-        shrinks while they find much, so read units follow the completions, not the waiting.
+        Each round reads (BatchGetItem, eventually consistent) a window of the unfinished tasks,
+        oldest first, since a queue runs them roughly in the order they were sent. The window is
+        about twice what the last round found ready, and the pause between rounds grows until a
+        round finds ``HARVEST`` tasks ready (or all that are left), so reads follow completions,
+        not the waiting. A task that stays unfinished is read less and less often (every 1, 2,
+        4 ... 32 rounds), so a long straggler does not cost a read per round.
         """
         pending = []
         for task_id in dict.fromkeys(str(t) for t in task_ids):
@@ -343,31 +323,38 @@ class DynamoDBBackend(BaseBackend):
             else:
                 pending.append(task_id)
         deadline = Deadline(timeout)
-        pause, first, ceiling = 0.02, 0.02, self.settings.poll_max_interval
-        size, start, iterations = 100, 0, 0
+        first, ceiling = 0.02, self.settings.poll_max_interval
+        pause = min(ceiling, first + 0.002 * len(pending))  # a big group takes a while to start finishing
+        size, rounds, iterations = HARVEST, 0, 0
+        misses: dict[str, int] = {}
+        due: dict[str, int] = {}
         while pending:
-            start %= len(pending)
-            window = (pending[start:] + pending[:start])[:size]
-            items = self.table.batch_get(window, consistent=False)
-            ready = []
-            for task_id in window:
-                meta = self._newest(task_id, items.get(task_id))
-                if meta["status"] in READY_STATES:
-                    ready.append(task_id)
-                    self._cache[task_id] = meta
-                    if on_message is not None:
-                        on_message(meta)
-                    yield task_id, meta
-            done = set(ready)
-            pending = [t for t in pending if t not in done]
-            start += len(window) - len(ready)
-            if not pending:
-                return
-            share = len(ready) / len(window)
-            size = max(10, min(100, 2 * len(ready) if ready else size // 2))
-            if share == 1:
-                continue  # everything read was ready: read the next window at once
-            pause = max(first, pause / 2) if share >= 0.5 else pause if ready else min(ceiling, pause * 2)
+            window = [t for t in pending if due.get(t, 0) <= rounds][:size]
+            if window:
+                items = self.table.batch_get(window, consistent=False)
+                ready = set()
+                for task_id in window:
+                    meta = self._newest(task_id, items.get(task_id))
+                    if meta["status"] in READY_STATES:
+                        ready.add(task_id)
+                        self._cache[task_id] = meta
+                        if on_message is not None:
+                            on_message(meta)
+                        yield task_id, meta
+                    else:
+                        missed = misses[task_id] = misses.get(task_id, 0) + 1
+                        if missed > 2:
+                            due[task_id] = rounds + 2 ** min(missed - 2, 5)
+                pending = [t for t in pending if t not in ready]
+                if not pending:
+                    return
+                if len(ready) == len(window) and len(window) == size:
+                    size = min(100, size * 2)
+                    continue  # everything read was ready: read more at once
+                size = min(100, max(HARVEST, 2 * len(ready)))
+                wanted = min(HARVEST, len(pending))
+                pause = min(ceiling, max(first, pause * min(2.0, max(0.5, wanted / max(len(ready), 1)))))
+            rounds += 1
             if deadline.passed:
                 raise TimeoutError(f"Operation timed out ({timeout})")
             if on_interval:
@@ -459,13 +446,6 @@ class DynamoDBBackend(BaseBackend):
 
     def __reduce__(self, args: tuple = (), kwargs: dict | None = None) -> Any:
         return super().__reduce__(args, {"url": self.url, **(kwargs or {})})
-
-
-def is_ours(exc: BaseException) -> bool:
-    """A DynamoDB/S3 failure left after retries, as opposed to the task's own error (a result that
-    cannot be encoded is the task's: it fails the task)."""
-    return isinstance(exc, (ClientError, BotoCoreError, SqsDdbError, BackendStoreError, OSError)) \
-        and not isinstance(exc, (EncodeError, StateConflict))
 
 
 def _nesting(request: Any) -> int:

@@ -169,7 +169,7 @@ class Settings:
     payload_s3_threshold: int = setting(1_000_000, _int(1_024, SQS_MAX_MESSAGE_BYTES - 16_384),
                                         "message bytes above which S3 is used", broker=True)
     # the transport's own work
-    ack_flush_interval: float = setting(0.2, _float(0.0, 10.0), "longest wait before batched deletes (s)",
+    ack_flush_interval: float = setting(0.5, _float(0.0, 10.0), "longest wait before batched deletes (s)",
                                         broker=True)
     heartbeat: bool = setting(True, _bool, "extend the visibility of held messages while tasks run",
                               broker=True)

@@ -37,6 +37,7 @@ logger = get_logger(__name__)
 
 #: Visibility of a message a task rejected with ``Reject(requeue=True)``: back soon, not in a spin.
 REQUEUE_DELAY_SECONDS = 1
+GATHER_SECONDS = 0.2  # longest wait for more prefetch room before a receive (see Channel._wake)
 
 
 class CurlClient(_KombuCurlClient):
@@ -75,6 +76,7 @@ class Channel(ControlChannelMixin, SQS.Channel):
     default_wait_time_seconds = 20
     default_visibility_timeout = 60
     _housekeeper: Housekeeper | None = None
+    _gathering: Any = None  # the hub timer of a poll waiting for more room (see _wake)
     _closing = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -294,15 +296,18 @@ class Channel(ControlChannelMixin, SQS.Channel):
 
     # ------------------------------------------------------------------ scheduling
 
-    def _schedule_queue(self, queue: str) -> None:
-        """Poll ``queue`` if the prefetch window has room; otherwise an ack wakes it (no 1 s re-poll)."""
+    def _schedule_queue(self, queue: str, force: bool = False) -> None:
+        """Poll ``queue`` if the prefetch window has room worth a receive (``force``: any room);
+        otherwise an ack or the gather timer wakes it (no 1 s re-poll)."""
         if queue not in self._active_queues:
             return
-        if self.qos.can_consume():
+        if self.qos.can_consume() and (force or self._room_worth_a_receive()):
             done = SQS.promise(self._loop1, (queue,), on_error=SQS.promise(self._receive_failed, (queue,)))
             self._get_bulk_async(queue, callback=done)
-        else:
-            self._waiting_for_room.add(queue)
+            return
+        self._waiting_for_room.add(queue)
+        if self.qos.can_consume() and self.hub is not None:
+            self._gather_soon()
 
     def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
         q_url = self._new_queue(queue)
@@ -328,14 +333,52 @@ class Channel(ControlChannelMixin, SQS.Channel):
     def _waiting_for_room(self) -> set[str]:
         return set()
 
+    def _room_worth_a_receive(self) -> bool:
+        """Room for ``min(10, prefetch_count // 2)`` messages, or nothing running: a receive costs
+        as much for one message as for ten, so a nearly full window waits for more acks (up to
+        ``GATHER_SECONDS``). With a prefetch of twice the concurrency or more, the messages
+        still in the window keep every process busy meanwhile."""
+        room = self.qos.can_consume_max_estimate()
+        if room is None:
+            return True
+        worth = min(10, max(1, self.qos.prefetch_count // 2))
+        return room >= worth or room >= self.qos.prefetch_count
+
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
+        """After a receive: one that brought fewer messages than the room was worth, while tasks
+        run, waits up to ``GATHER_SECONDS`` (or until acks make room) so the next brings more."""
+        room = self.qos.can_consume_max_estimate()
+        if messages_fetched and room is not None and messages_fetched < min(10, max(1, room)) \
+                and room < self.qos.prefetch_count and self.hub is not None:
+            self._waiting_for_room.add(queue)
+            self._gather_soon()
+            return
+        super()._loop1(queue, messages_fetched)
+
     def _wake(self) -> None:
+        """An ack made room: poll the queues waiting for it once the room is worth a receive."""
+        if not self._waiting_for_room or self.hub is None:
+            return
+        if self._room_worth_a_receive():
+            self._poll_waiting()
+        else:
+            self._gather_soon()
+
+    def _gather_soon(self) -> None:
+        if self._gathering is None:
+            self._gathering = self.hub.call_later(GATHER_SECONDS, self._gathered)
+
+    def _gathered(self) -> None:
+        self._gathering = None
+        self._poll_waiting(force=True)
+
+    def _poll_waiting(self, force: bool = False) -> None:
         # Direct, not hub.call_soon: an ack runs inside a ready callback, and the hub polls (up to
         # 1 s) before it looks at callbacks added meanwhile.
-        if self._waiting_for_room and self.hub is not None:
-            waiting = list(self._waiting_for_room)
-            self._waiting_for_room.clear()
-            for queue in waiting:
-                self._schedule_queue(queue)
+        waiting = list(self._waiting_for_room)
+        self._waiting_for_room.clear()
+        for queue in waiting:
+            self._schedule_queue(queue, force=force)
 
     # ------------------------------------------------------------------ ack, reject, release
 

@@ -53,6 +53,7 @@ class Housekeeper(threading.Thread):
         self.wake = threading.Event()
         self.stopping = False
         self.pending: dict[tuple[str, str], list[tuple[str, str | None]]] = defaultdict(list)
+        self.oldest: dict[tuple[str, str], float] = {}  # when the oldest pending delete of a queue came
         self.held: dict[str, Held] = {}  # receipt handle -> Held
 
     # called from the consumer thread
@@ -71,6 +72,8 @@ class Housekeeper(threading.Thread):
         with self.lock:
             self.held.pop(receipt, None)
             entries = self.pending[(queue, url)]
+            if not entries:
+                self.oldest[(queue, url)] = time.monotonic()
             entries.append((receipt, pointer))
             full = len(entries) >= BATCH
         if full or not self.flush_interval:
@@ -95,16 +98,29 @@ class Housekeeper(threading.Thread):
             self.wake.wait(self.tick)
             self.wake.clear()
             try:
-                self.flush_acks()
+                self.flush_acks(full_only=not self.stopping)
                 if self.heartbeat:
                     self.extend_due()
             except Exception:  # the thread must outlive any single AWS error; it is logged
                 logger.exception("sqs-ddb housekeeping failed; retrying on the next tick")
 
-    def flush_acks(self) -> None:
+    def flush_acks(self, full_only: bool = False) -> None:
+        """Delete what is pending: every batch, or (``full_only``) full batches of 10 and the rest
+        of a queue only once its oldest delete has waited ``flush_interval`` — so a steady stream
+        of acks goes out ten to a call."""
+        now = time.monotonic()
+        batches: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
         with self.lock:
-            batches = {key: entries for key, entries in self.pending.items() if entries}
-            self.pending = defaultdict(list)
+            for key, entries in self.pending.items():
+                if not entries:
+                    continue
+                due = not full_only or not self.flush_interval or now - self.oldest.get(key, now) >= \
+                    self.flush_interval * 0.999
+                take = len(entries) if due else len(entries) - len(entries) % BATCH
+                if take:
+                    batches[key], self.pending[key] = entries[:take], entries[take:]
+                    if self.pending[key]:
+                        self.oldest[key] = now
         for (queue, url), entries in batches.items():
             for start in range(0, len(entries), BATCH):
                 self.delete_batch(queue, url, entries[start:start + BATCH])

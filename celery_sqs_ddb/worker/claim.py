@@ -10,8 +10,11 @@ in parallel and nothing in the consumer's event loop waits on DynamoDB. Outcomes
 - **refused** (final, REVOKED, held by a newer attempt or by another message of this one): the
   body does not run and the message is acked (Celery's ``Ignore``); a chord header part that is
   already final is counted on its chord (a crash between its result and its count heals here).
-- **deferred**: the claim or the result write failed on our side (DynamoDB after botocore's and
-  Celery's retries). The worker holds the message and tries again later (see ``deferral.py``).
+- **deferred**: the claim failed on our side (DynamoDB after botocore's and Celery's retries).
+  The worker holds the message and tries again later (see ``deferral.py``).
+- **ran, outcome not written**: the result write failed on our side. The pool process writes that
+  same outcome again with backoff (1 s doubling to 60 s, for up to 15 min) while the message stays
+  in flight, so the task body does not run twice; past that the run is deferred.
 
 ``sqs_ddb_claim`` chooses when to claim: ``strict`` (every run), ``redelivery`` (only a
 redelivered message, a retry or a replacement; a first delivery is checked with one consistent
@@ -28,13 +31,17 @@ from celery.app.task import Context, get_actual_ignore_result
 from celery.app.trace import TraceInfo, trace_ok_t
 from celery.exceptions import Ignore
 from celery.utils.log import get_logger
+from celery.utils.saferepr import saferepr
 
 from .. import schema, states
-from ..backend import is_ours
 from ..exceptions import ClaimDeferred, StateConflict
+from ..runs import PendingOutcome, is_ours
 from ..transport.headers import MESSAGE_ID_HEADER, RECEIVE_COUNT_HEADER
+from ..waiting import Deadline, backoff_intervals, jittered
 
 logger = get_logger(__name__)
+
+REWRITE_BUDGET = 900.0  # seconds a run keeps rewriting its outcome before it is deferred
 
 
 class Claimer:
@@ -43,6 +50,7 @@ class Claimer:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.mode = backend.settings.claim
+        self.logged_steps: set[int] = set()  # backoff steps of result rewrites logged (this process)
 
     def wrap(self, task: Any) -> None:
         """Put the claim in front of ``task``'s tracer (once)."""
@@ -77,10 +85,41 @@ class Claimer:
             failed: BaseException | None = exc
         else:
             failed = None
-        failed = self.backend.end_run() or failed
-        if failed is not None:
-            return _outcome(ClaimDeferred(f"result write to {self.backend.table.where()} failed: {_cause(failed)}"))
-        return result
+        store_error, pending = self.backend.end_run()
+        failed = store_error or failed
+        if failed is None:
+            return result
+        if pending is not None and self.write_again(task, task_id, pending):
+            return pending_result(pending)
+        return _outcome(ClaimDeferred(f"result write to {self.backend.table.where()} failed: {_cause(failed)}"))
+
+    def write_again(self, task: Any, task_id: str, pending: PendingOutcome) -> bool:
+        """The task ran but its outcome was not written: write it again with backoff (the message
+        stays in flight, its visibility extended by the transport), so the body does not run twice.
+        False after ``REWRITE_BUDGET`` seconds: the run is then deferred like a failed claim."""
+        deadline = Deadline(REWRITE_BUDGET)
+        pauses = backoff_intervals(1.0, 2.0, 60.0)
+        step = 0
+        while not deadline.passed:
+            step += 1
+            pause = next(pauses)
+            if step not in self.logged_steps:
+                self.logged_steps.add(step)
+                logger.warning("Task %s[%s] ran, but writing its %s to %s failed: %s; writing it again in about "
+                               "%.0f s (step %d; later failures at this step are not logged)", task.name, task_id,
+                               pending.state, self.backend.table.where(), _cause(pending.error), pause, step)
+            deadline.sleep(jittered(pause))
+            try:
+                pending.write()
+            except Exception as exc:
+                if not is_ours(exc):
+                    raise
+                pending.error = exc
+                continue
+            logger.warning("Task %s[%s]: %s written on try %d", task.name, task_id, pending.state, step + 1)
+            self.logged_steps.clear()
+            return True
+        return False
 
     def claim(self, task: Any, task_id: str, request: dict[str, Any]) -> None:
         """Claim this run (raises :class:`StateConflict` if it must not run)."""
@@ -112,13 +151,20 @@ class Claimer:
         return _outcome(Ignore(f"task {task_id} is {status or 'held elsewhere'}"))
 
 
-def _outcome(exc: BaseException) -> Any:
+def pending_result(pending: PendingOutcome) -> Any:
+    """The tracer result of an outcome written late: what the tracer would have returned."""
+    if pending.state == celery_states.SUCCESS:
+        return trace_ok_t(pending.value, None, 0.0, saferepr(pending.value))
+    return _outcome(pending.value, pending.state)
+
+
+def _outcome(exc: BaseException, state: str = celery_states.IGNORED) -> Any:
     """A tracer result for ``exc`` that the worker's Request handles (Ignore: ack; ClaimDeferred: hold)."""
     try:
         raise exc
     except BaseException:
         einfo = ExceptionInfo(internal=True)
-    return trace_ok_t(einfo, TraceInfo(celery_states.IGNORED, exc), 0.0, None)
+    return trace_ok_t(einfo, TraceInfo(state, exc), 0.0, None)
 
 
 def _cause(exc: BaseException) -> str:

@@ -31,6 +31,8 @@ def make_app() -> Celery:
     app.conf.result_backend = f"ddb://{env.get('TEST_TABLE', 'unset')}?region={region}&endpoint_url={endpoint}"
     app.conf.result_extended = True
     app.conf.worker_prefetch_multiplier = int(env.get("TEST_PREFETCH", "1"))
+    if env.get("TEST_TRACK_STARTED"):
+        app.conf.task_track_started = env["TEST_TRACK_STARTED"] == "1"
     if env.get("TEST_RESULT_EXPIRES"):
         app.conf.result_expires = int(env["TEST_RESULT_EXPIRES"])
     if env.get("TEST_TRANSPORT_OPTIONS"):
@@ -121,6 +123,35 @@ def register(app: Celery) -> None:
         time.sleep(seconds)
         record(key)  # the side effect: only if the task ran to the end
         return key
+
+    @app.task(shared=False, name="tests.wait_for_file")
+    def wait_for_file(marker: str, release: str, key: str) -> str:
+        """Say it started (``marker``), then block until ``release`` exists."""
+        Path(marker).write_text("started")
+        while not Path(release).exists():
+            time.sleep(0.05)
+        record(key)
+        return key
+
+    @app.task(shared=False, bind=True, name="tests.replace_with")
+    def replace_with(self: Any, depth: int, key: str) -> Any:
+        """Replace itself ``depth`` times, then return the nesting levels seen (Celery's
+        record_replaced_task_nesting)."""
+        record(f"{key}-{self.request.replaced_task_nesting or 0}")
+        if depth > 0:
+            raise self.replace(replace_with.si(depth - 1, key))
+        return self.request.replaced_task_nesting or 0
+
+    @app.task(shared=False, ignore_result=True, name="tests.quiet")
+    def quiet(key: str) -> None:
+        record(key)
+
+    @app.task(shared=False, bind=True, name="tests.retry_later", max_retries=3)
+    def retry_later(self: Any, key: str, countdown: float = 5) -> int:
+        record(f"{key}-{self.request.retries}")
+        if self.request.retries < 1:
+            raise self.retry(countdown=countdown)
+        return self.request.retries
 
     @app.task(shared=False, name="tests.sleep_marker")
     def sleep_marker(marker: str, seconds: float) -> str:

@@ -133,8 +133,10 @@ def celery_command(env: dict[str, str], *args: str, timeout: float = 120) -> sub
                           capture_output=True, text=True, timeout=timeout)
 
 
-def effects_of(path: Path, prefix: str) -> list[str]:
-    return [x for x in (path.read_text().splitlines() if path.exists() else []) if x.startswith(prefix)]
+def effects_of(path: Path, key: str) -> list[str]:
+    """The side-effect lines ``key`` recorded: lines equal to it or starting with ``key + " "``."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [x for x in lines if x == key or x.startswith(key + " ")]
 
 
 def make_client_app(stack: Stack, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> Any:

@@ -430,6 +430,19 @@ def test_waiting_on_a_large_group_reads_one_window_per_poll(backend, monkeypatch
     monkeypatch.setattr(time, "sleep", lambda s: None)
     got = [task_id for task_id, _ in backend.get_many(ids, max_iterations=3)]
     assert got == ids[:150]  # the ready ones come back, in order
-    # one window of at most 100 per round, never all 250 pending; a round that finds nothing
-    # ready halves the next window (reads follow completions, not the waiting)
-    assert keys_per_call == [100, 100, 100, 50]
+    # oldest first; the window doubles while everything read is ready (at most 100 keys, never all
+    # 250), and drops back to 10 when a round finds nothing (reads follow completions)
+    assert keys_per_call == [10, 20, 40, 80, 100, 10, 10], keys_per_call
+
+
+def test_a_straggler_is_read_less_and_less_often(backend, monkeypatch):
+    backend.queue_rows([("slow", "tests.add", "q")])
+    reads = []
+    backend.client.meta.events.register(
+        "provide-client-params.dynamodb.BatchGetItem",
+        lambda params, **kw: reads.append(len(params["RequestItems"]["jobs"]["Keys"])))
+    pauses = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    assert list(backend.get_many(["slow"], max_iterations=64)) == []
+    assert 6 <= len(reads) <= 10, reads  # rounds 0-2, then every 2, 4, 8, 16, 32 rounds: not 64 reads
+    assert max(pauses) <= backend.settings.poll_max_interval
