@@ -99,7 +99,7 @@ def job_urls(app: Any, *, allow: Callable[[Any], bool] = _is_staff, page_size: i
             tabs, rows, more))
 
     def job_detail(request: Any, task_id: str) -> HttpResponse:
-        if not app.backend.task_result_exists(task_id):
+        if len(task_id) > 255 or not task_id.isprintable() or not app.backend.task_result_exists(task_id):
             raise Http404(f"unknown job id {task_id}")
         result = app.AsyncResult(task_id)
         state, info = result.state, result.info

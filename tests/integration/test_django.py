@@ -5,8 +5,10 @@ read-only job board answers through Django's test client."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -58,6 +60,7 @@ def test_django_project_delay_get_through_a_real_worker_and_job_board(stack: Sta
             "detail": page(f"/public-jobs/{added.id}/"),
             "unknown": page("/public-jobs/no-such-job/")[0],
             "bad_state": page("/public-jobs/?status=NOPE")[0],
+            "first": page("/paged-jobs/?status=SUCCESS"),
         }))
     """)
     assert out["value"] == 5
@@ -74,6 +77,16 @@ def test_django_project_delay_get_through_a_real_worker_and_job_board(stack: Sta
     assert status == 200 and "SUCCESS" in detail and "<td>5</td>" in detail
     assert out["unknown"] == 404
     assert out["bad_state"] == 400
+    status, first = out["first"]  # one a page, newest first: greeting's job, then add's behind "next"
+    assert status == 200 and "demoapp.tasks.greeting" in first and "demoapp.tasks.add" not in first
+    (next_link,) = re.findall(r'rel="next" href="([^"]+)"', first)
+    second = manage_shell(env, f"""
+        import json
+        from django.test import Client
+        response = Client().get("/paged-jobs/" + {html.unescape(next_link)!r})
+        print("OUT " + json.dumps([response.status_code, response.content.decode()]))
+    """)
+    assert second[0] == 200 and "demoapp.tasks.add" in second[1] and 'rel="next"' not in second[1]
     assert "demoapp.tasks.add" in worker.output()  # autodiscover_tasks registered it in the worker
 
 
