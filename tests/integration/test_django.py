@@ -14,10 +14,11 @@ import sys
 import textwrap
 from typing import Any
 
+import boto3
 import pytest
 
 from celery_sqs_ddb import aws
-from tests.support.stack import ROOT, Stack
+from tests.support.stack import REGION, ROOT, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +118,28 @@ def test_web_process_calls_only_producer_actions(stack: Stack) -> None:
             "dynamodb:BatchWriteItem"} <= counted
     allowed = {f"{service}:{action}" for service, actions in aws.PRODUCER_ACTIONS.items() for action in actions}
     assert counted - allowed == set(), f"the web process called actions the producer policy lacks: {counted - allowed}"
+
+
+def test_web_process_with_remote_control_calls_only_producer_and_control_actions(stack: Stack) -> None:
+    """``inspect``/``control`` from the web side (remote control on through the environment, the
+    topic from Terraform) stays within what the producer policy grants when its topics are wired in."""
+    sns = boto3.client("sns", region_name=REGION, endpoint_url=stack.server.direct_url)
+    topic = sns.create_topic(Name=f"{stack.queue}-control")["TopicArn"]
+    env = {**django_env(stack), "SQS_DDB_REMOTE_CONTROL": "true", "SQS_DDB_CONTROL_TOPIC_ARN": topic}
+    stack.server.reset_counts()
+    out = manage_shell(env, """
+        import json
+        from demoapp.tasks import add
+        from proj.celery import app
+
+        sent = add.delay(1, 2)
+        replies = app.control.ping(timeout=1)  # no worker runs: nobody answers
+        print("OUT " + json.dumps({"replies": replies, "state": sent.state}))
+    """)
+    assert out == {"replies": [], "state": "PENDING"}
+    counted = {key for key, count in stack.server.counts().items() if count and "#" not in key}
+    assert {"sns:Publish", "sqs:CreateQueue", "sqs:DeleteQueue"} <= counted  # a reply queue came and went
+    allowed = {f"{service}:{action}" for table in (aws.PRODUCER_ACTIONS, aws.CONTROL_ACTIONS,
+                                                   aws.PRODUCER_CONTROL_ACTIONS)
+               for service, actions in table.items() for action in actions}
+    assert counted - allowed == set(), f"inspect from the web side needs more: {counted - allowed}"
