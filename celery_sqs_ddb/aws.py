@@ -39,6 +39,25 @@ RUNTIME_ACTIONS: dict[str, frozenset[str]] = {
     "ecs": frozenset({"UpdateTaskProtection"}),
 }
 
+#: What a process that only sends tasks and reads results calls (a Django/Flask web app, ``celery
+#: beat``, a script with ``submit_many``): publish (and resolve queue names), the table's reads,
+#: its QUEUED rows and revoke, claim-check objects up and results down. No receive, no visibility,
+#: no delete, no ECS. With remote control on (``inspect``/``control`` from the web side) add
+#: ``CONTROL_ACTIONS`` and the reply-queue calls ``PRODUCER_CONTROL_ACTIONS``. The Terraform producer
+#: module grants exactly these; an integration test counts a Django process's calls against them.
+PRODUCER_ACTIONS: dict[str, frozenset[str]] = {
+    "dynamodb": frozenset({"GetItem", "UpdateItem", "BatchGetItem", "BatchWriteItem", "Query", "DeleteItem",
+                           "TransactWriteItems"}),
+    # GetQueueAttributes: kombu declares the queue on the first publish (its message count)
+    "sqs": frozenset({"SendMessage", "SendMessageBatch", "GetQueueUrl", "GetQueueAttributes"}),
+    "s3": frozenset({"PutObject", "GetObject"}),
+}
+
+#: A client's reply queue of ``inspect``/``control`` is read and emptied like a worker's queue.
+PRODUCER_CONTROL_ACTIONS: dict[str, frozenset[str]] = {
+    "sqs": frozenset({"ReceiveMessage", "DeleteMessage", "DeleteMessageBatch"}),
+}
+
 CONTROL_ACTIONS: dict[str, frozenset[str]] = {
     # on the control queues (<namespace>-ctl-*), besides the message calls of RUNTIME_ACTIONS
     "sqs": frozenset({"CreateQueue", "DeleteQueue", "SetQueueAttributes", "TagQueue", "ListQueueTags",

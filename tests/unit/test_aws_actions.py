@@ -58,3 +58,16 @@ def test_runtime_and_admin_lists_do_not_overlap():
     for service in aws.RUNTIME_ACTIONS:
         assert not aws.RUNTIME_ACTIONS[service] & aws.ADMIN_ACTIONS.get(service, frozenset())
         assert not aws.RUNTIME_ACTIONS[service] & aws.CONTROL_ACTIONS.get(service, frozenset())
+
+
+def test_producer_actions_are_runtime_calls_without_the_worker_s_own():
+    for table in (aws.PRODUCER_ACTIONS, aws.PRODUCER_CONTROL_ACTIONS):
+        for service, actions in table.items():
+            assert actions <= aws.RUNTIME_ACTIONS[service], (service, actions - aws.RUNTIME_ACTIONS[service])
+    producer = aws.iam_actions(aws.PRODUCER_ACTIONS)
+    # a producer never receives, deletes or extends messages, nor protects an ECS task
+    assert not producer & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                           "ecs:UpdateTaskProtection", "s3:DeleteObject"}
+    assert {"sqs:SendMessage", "dynamodb:GetItem", "dynamodb:Query", "s3:PutObject", "s3:GetObject"} <= producer
+    # its reply queue of inspect/control is read like a worker's queue, and only then
+    assert aws.iam_actions(aws.PRODUCER_CONTROL_ACTIONS) == {"sqs:ReceiveMessage", "sqs:DeleteMessage"}

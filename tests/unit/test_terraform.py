@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from deploy import simulate_autoscaling as sim
 from deploy.hcl import MODULES, TERRAFORM, blocks, load, render_readme, resources, unquote
 
 ROOT = TERRAFORM.parent.parent
-MODULE_NAMES = ["queue", "table", "worker", "autoscaling"]
+MODULE_NAMES = ["queue", "table", "worker", "autoscaling", "producer", "beat"]
 ALL_TF = sorted(TERRAFORM.rglob("*.tf"))
 
 
@@ -114,11 +115,11 @@ def test_queue_module_matches_broker_settings():
     assert ("aws_cloudwatch_metric_alarm", "oldest_message") in queues
 
 
-def worker_policy_statements() -> dict[str, tuple[set[str], bool]]:
-    """Each statement of the worker's task policy: its actions (``local.*`` lists resolved) and
+def policy_statements(module: str, document_name: str) -> dict[str, tuple[set[str], bool]]:
+    """Each statement of a module's policy document: its actions (``local.*`` lists resolved) and
     whether it is conditional (a ``dynamic`` block)."""
-    locals_ = blocks(MODULES / "worker", "locals")
-    document = unquote(resources(MODULES / "worker", "data")[("aws_iam_policy_document", "task")])
+    locals_ = blocks(MODULES / module, "locals")
+    document = unquote(resources(MODULES / module, "data")[("aws_iam_policy_document", document_name)])
     statements = [(statement, False) for statement in document.get("statement", [])]
     for dynamic in document.get("dynamic", []):
         for body in dynamic.values():
@@ -130,6 +131,10 @@ def worker_policy_statements() -> dict[str, tuple[set[str], bool]]:
         actions = {a for name in names for a in locals_[name]} if names else set(ref)
         out[statement["sid"]] = (actions, conditional)
     return out
+
+
+def worker_policy_statements() -> dict[str, tuple[set[str], bool]]:
+    return policy_statements("worker", "task")
 
 
 def test_worker_role_grants_exactly_the_code_s_actions():
@@ -194,7 +199,103 @@ def test_worker_module_drains_checks_health_and_has_no_static_keys():
         assert not re.search(r"AKIA[0-9A-Z]{12,}|aws_secret_access_key|secret_key\s*=", text), path
 
 
-def test_example_wires_all_four_modules():
+def test_producer_policy_grants_exactly_the_producer_actions():
+    statements = policy_statements("producer", "this")
+    always = {a for actions, conditional in statements.values() if not conditional for a in actions}
+    without_s3 = {k: v for k, v in aws.PRODUCER_ACTIONS.items() if k != "s3"}
+    assert always == aws.iam_actions(without_s3)  # send + read, nothing a worker does
+    assert statements["Payloads"] == (aws.iam_actions({"s3": aws.PRODUCER_ACTIONS["s3"]}), True)  # with a bucket
+    assert not always & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                         "ecs:UpdateTaskProtection"}
+    granted = {a for sid, (actions, _) in statements.items() if sid != "Keys" for a in actions}
+    needed = aws.iam_actions(aws.PRODUCER_ACTIONS) | aws.iam_actions(aws.CONTROL_ACTIONS) | aws.iam_actions(
+        aws.PRODUCER_CONTROL_ACTIONS)
+    assert granted == needed, (needed - granted, granted - needed)
+    control = {sid for sid in statements if "Control" in sid}
+    assert control == {"ControlQueues", "FindStaleControlQueues", "ControlTopics"}
+    assert all(statements[sid][1] for sid in control | {"Payloads"})  # only with the topics / the bucket
+    assert statements["ControlQueues"][0] >= aws.iam_actions(aws.PRODUCER_CONTROL_ACTIONS)  # reply queues
+    main = (MODULES / "producer" / "main.tf").read_text()
+    assert 'var.control_queue_prefix, "-")}*"' in main  # scoped to <name>-ctl-* queues
+    outputs = blocks(MODULES / "producer", "output")
+    assert outputs["policy_json"]["value"] == "${data.aws_iam_policy_document.this.json}"
+    attach = unquote(resources(MODULES / "producer")[("aws_iam_role_policy_attachment", "this")])
+    assert "var.role_names" in attach["for_each"]
+
+
+def test_beat_is_one_service_that_never_runs_twice_and_only_sends():
+    beat = MODULES / "beat"
+    service = unquote(resources(beat)[("aws_ecs_service", "this")])
+    assert service["desired_count"] == 1 and "desired_count" not in blocks(beat, "variable")
+    assert service["deployment_maximum_percent"] == 100  # the old beat stops before the new one starts
+    assert service["deployment_minimum_healthy_percent"] == 0
+    assert "lifecycle" not in service and "capacity_provider_strategy" not in service  # no Spot, no autoscaler
+    main = (beat / "main.tf").read_text()
+    assert '"beat", "--loglevel", "INFO", "--schedule", "/tmp/celerybeat-schedule"' in main
+    assert "readonlyRootFilesystem = true" in main and 'containerPath = "/tmp"' in main
+    (producer,) = blocks(beat, "module").values()
+    assert producer["source"] == "../producer" and producer["role_names"] == ["${aws_iam_role.task.name}"]
+    assert "UpdateTaskProtection" not in main and "aws_iam_role_policy\" \"task\"" not in main
+    for block in load(TERRAFORM / "examples" / "complete" / "main.tf")["module"]:
+        for name, body in unquote(block).items():
+            if name == "autoscaling":
+                assert "beat" not in json.dumps(body)  # nobody scales the beat service
+
+
+SECRETS = {
+    "DB_PASSWORD": "arn:aws:ssm:eu-west-1:123456789012:parameter/app/db-password",
+    "API_TOKEN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-AbCdEf:token::",
+    "API_USER": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-AbCdEf:user::",
+}
+
+
+@pytest.mark.parametrize("module", ["worker", "beat"])
+def test_container_secrets_and_exactly_their_execution_role_permissions(module):
+    directory = MODULES / module
+    main = (directory / "main.tf").read_text()
+    assert "secrets                = length(var.secrets) > 0 ? [for k, v in var.secrets : " \
+           "{ name = k, valueFrom = v }] : null" in main
+    statements = policy_statements(module, "secrets")
+    assert statements == {"SsmParameters": ({"ssm:GetParameters"}, True),
+                          "SecretsManager": ({"secretsmanager:GetSecretValue"}, True),
+                          "SecretKeys": ({"kms:Decrypt"}, True)}
+    document = unquote(resources(directory, "data")[("aws_iam_policy_document", "secrets")])
+    assert document["count"] == "${length(var.secrets) > 0 ? 1 : 0}"  # no secrets: no policy at all
+    attached = unquote(resources(directory)[("aws_iam_role_policy", "secrets")])
+    assert attached["role"] == "${aws_iam_role.execution.id}"  # ECS reads secrets with the execution role
+    assert blocks(directory, "variable")["secrets"]["default"] == {}
+
+
+def terraform_console(tf: str, expression: str, tmp_path: Path, **variables: object) -> subprocess.CompletedProcess:
+    binary = shutil.which("terraform")
+    if binary is None:
+        pytest.skip("terraform CLI not installed: the secrets expressions are not evaluated")
+    (tmp_path / "main.tf").write_text(tf)
+    args = [binary, "console"] + [f"-var={k}={json.dumps(v)}" for k, v in variables.items()]
+    return subprocess.run(args, input=expression, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["worker", "beat"])
+def test_secret_arns_evaluate_to_the_resources_iam_wants(module, tmp_path):
+    """The module's own expressions, evaluated by ``terraform console`` (no provider needed)."""
+    locals_ = blocks(MODULES / module, "locals")
+    variable = blocks(MODULES / module, "variable")["secrets"]
+    condition = variable["validation"][0]["condition"][2:-1]
+    tf = ('variable "secrets" {\n  type = map(string)\n  validation {\n'
+          f'    condition     = {condition}\n    error_message = "bad secret"\n  }}\n}}\n'
+          f'locals {{\n  ssm_parameter_arns = {locals_["ssm_parameter_arns"][2:-1]}\n'
+          f'  secret_arns = {locals_["secret_arns"][2:-1]}\n}}\n')
+    done = terraform_console(tf, "jsonencode([sort(local.ssm_parameter_arns), sort(local.secret_arns)])\n", tmp_path,
+                             secrets=SECRETS)
+    assert done.returncode == 0, done.stderr
+    ssm, secrets = json.loads(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert ssm == [SECRETS["DB_PASSWORD"]]
+    assert secrets == ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-AbCdEf"]  # json keys cut off
+    refused = terraform_console(tf, "local.secret_arns\n", tmp_path, secrets={"X": "plain-text-password"})
+    assert refused.returncode != 0 and "bad secret" in refused.stderr + refused.stdout
+
+
+def test_example_wires_all_modules():
     modules = {}
     for block in load(TERRAFORM / "examples" / "complete" / "main.tf")["module"]:
         modules.update(unquote(block))

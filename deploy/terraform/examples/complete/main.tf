@@ -52,6 +52,41 @@ module "worker" {
   })
 }
 
+module "producer" {
+  source = "../../modules/producer"
+
+  # The web app's policy (send, read results, inspect): attach it to its role, or use policy_json.
+  name                 = "${var.name}-web"
+  queue_arns           = [module.queue.queue_arn]
+  table_arn            = module.table.table_arn
+  payload_bucket_arn   = module.table.payload_bucket_arn
+  control_queue_prefix = module.queue.control_queue_prefix
+  control_topic_arns   = compact([module.queue.control_topic_arn, module.queue.events_topic_arn])
+  role_names           = var.web_role_names
+}
+
+module "beat" {
+  source = "../../modules/beat"
+  count  = var.beat ? 1 : 0
+
+  name               = "${var.name}-beat"
+  cluster_arn        = module.worker.cluster_arn
+  image              = var.image
+  app                = "example_project.tasks"
+  subnet_ids         = var.subnet_ids
+  security_group_ids = var.security_group_ids
+  queue_arns         = [module.queue.queue_arn]
+  table_arn          = module.table.table_arn
+  payload_bucket_arn = module.table.payload_bucket_arn
+  environment = {
+    AWS_REGION     = var.region
+    DEMO_QUEUE     = module.queue.queue_name
+    DEMO_QUEUE_URL = module.queue.queue_url
+    DEMO_TABLE     = module.table.table_name
+    DEMO_BUCKET    = module.table.payload_bucket_name
+  }
+}
+
 module "autoscaling" {
   source = "../../modules/autoscaling"
 

@@ -20,3 +20,13 @@ output "log_group_name" {
   description = "Worker logs (CloudWatch Logs Insights: fields task_id, state, duration)"
   value       = module.worker.log_group_name
 }
+
+output "producer_policy_json" {
+  description = "IAM policy of the web side (send tasks, read results, inspect), as JSON"
+  value       = module.producer.policy_json
+}
+
+output "producer_policy_arn" {
+  description = "Managed policy to attach to the web app's role"
+  value       = module.producer.policy_arn
+}

@@ -30,3 +30,15 @@ variable "use_spot" {
   type        = bool
   default     = true
 }
+
+variable "beat" {
+  description = "Run one celery beat service (the app's beat_schedule) next to the workers"
+  type        = bool
+  default     = false
+}
+
+variable "web_role_names" {
+  description = "IAM roles of the web app to attach the producer policy to"
+  type        = list(string)
+  default     = []
+}

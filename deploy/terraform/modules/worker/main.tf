@@ -56,6 +56,11 @@ locals {
   ]
   control_queues_arn = "arn:${data.aws_partition.current.partition}:sqs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:${coalesce(var.control_queue_prefix, "-")}*"
 
+  # Secret environment variables: the execution role may read exactly these (a Secrets Manager
+  # valueFrom may end in :json-key:version-stage:version-id; IAM wants the secret's own ARN).
+  ssm_parameter_arns = [for arn in values(var.secrets) : arn if length(regexall("^arn:[^:]+:ssm:", arn)) > 0]
+  secret_arns        = distinct([for arn in values(var.secrets) : join(":", slice(split(":", arn), 0, 7)) if length(regexall("^arn:[^:]+:secretsmanager:", arn)) > 0])
+
   environment = merge({
     # Celery's time-limited soft shutdown answers SIGQUIT; ECS sends SIGTERM.
     REMAP_SIGTERM        = "SIGQUIT"
@@ -114,6 +119,7 @@ resource "aws_ecs_task_definition" "this" {
     stopTimeout            = var.stop_timeout
     readonlyRootFilesystem = true
     environment            = [for k, v in local.environment : { name = k, value = v }]
+    secrets                = length(var.secrets) > 0 ? [for k, v in var.secrets : { name = k, valueFrom = v }] : null
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
     linuxParameters        = { initProcessEnabled = true }
     resourceRequirements   = var.gpu_count > 0 ? [{ type = "GPU", value = tostring(var.gpu_count) }] : null
@@ -276,7 +282,7 @@ resource "aws_iam_role_policy" "task" {
 }
 
 ################################################################################
-# Execution role: image pull and logs
+# Execution role: image pull, logs, the container's secrets
 ################################################################################
 
 resource "aws_iam_role" "execution" {
@@ -289,4 +295,43 @@ resource "aws_iam_role" "execution" {
 resource "aws_iam_role_policy_attachment" "execution" {
   role       = aws_iam_role.execution.name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+data "aws_iam_policy_document" "secrets" {
+  count = length(var.secrets) > 0 ? 1 : 0
+
+  dynamic "statement" {
+    for_each = length(local.ssm_parameter_arns) == 0 ? [] : [1]
+    content {
+      sid       = "SsmParameters"
+      actions   = ["ssm:GetParameters"]
+      resources = local.ssm_parameter_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.secret_arns) == 0 ? [] : [1]
+    content {
+      sid       = "SecretsManager"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = local.secret_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.secrets_kms_key_arns) == 0 ? [] : [1]
+    content {
+      sid       = "SecretKeys"
+      actions   = ["kms:Decrypt"]
+      resources = var.secrets_kms_key_arns
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "secrets" {
+  count = length(var.secrets) > 0 ? 1 : 0
+
+  name   = "container-secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.secrets[0].json
 }

@@ -36,7 +36,7 @@ output "task_role_arn" {
 }
 
 output "execution_role_arn" {
-  description = "Execution role ARN (image pull, logs)"
+  description = "Execution role ARN (image pull, logs, the container's secrets)"
   value       = try(aws_iam_role.execution.arn, null)
 }
 

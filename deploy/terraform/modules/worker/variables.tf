@@ -69,9 +69,26 @@ variable "stop_timeout" {
 }
 
 variable "environment" {
-  description = "Extra environment variables of the container (no secrets: use the task role)"
+  description = "Extra environment variables of the container (no secrets: use `secrets`; AWS access comes from the task role)"
   type        = map(string)
   default     = {}
+}
+
+variable "secrets" {
+  description = "Secret environment variables: name => ARN of an SSM parameter or a Secrets Manager secret (optionally with :json-key::); the execution role may read exactly these"
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for arn in values(var.secrets) : can(regex("^arn:aws[a-z-]*:(ssm|secretsmanager):", arn))])
+    error_message = "Each secret is the ARN of an SSM parameter (arn:aws:ssm:...) or a Secrets Manager secret (arn:aws:secretsmanager:...)."
+  }
+}
+
+variable "secrets_kms_key_arns" {
+  description = "Customer-managed KMS keys of the secrets, if any (the execution role decrypts with them)"
+  type        = list(string)
+  default     = []
 }
 
 variable "log_retention_days" {
