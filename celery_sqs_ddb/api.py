@@ -8,6 +8,9 @@ from typing import Any
 
 from .exceptions import ConfigurationError
 
+#: kombu's SQS options that belong to one queue's ``predefined_queues`` entry.
+QUEUE_OPTIONS = ("backoff_policy", "backoff_tasks", "access_key_id", "secret_access_key", "session_token")
+
 
 def broker_settings(
     queues: Iterable[str] | Mapping[str, str],
@@ -19,6 +22,7 @@ def broker_settings(
     soft_shutdown_timeout: float = 100.0,
     prefetch_multiplier: int = 1,
     track_started: bool = True,
+    queue_options: Mapping[str, Mapping[str, Any]] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Celery settings for SQS + this package in production, for ``app.conf.update(...)``.
@@ -31,13 +35,19 @@ def broker_settings(
     ReceiveMessage returns up to 10. ``track_started`` is Celery's ``task_track_started``: STARTED
     rows, the "which jobs are running?" list (the claim writes them, no extra write).
 
+    kombu's per-queue options (``backoff_policy``, ``backoff_tasks``, and the static
+    ``access_key_id``/``secret_access_key``/``session_token`` kombu allows) go into each queue's
+    ``predefined_queues`` entry: as keywords for every queue, or by queue in
+    ``queue_options={"jobs": {"backoff_policy": {...}}}``. Static credentials, if given, are used
+    by this package's own clients too (one identity); an IAM role is better.
+
     Any other keyword is a setting of this package by its name without the prefix
     (``region="eu-west-1"``, ``endpoint_url=...``, ``s3_bucket="b"``, ``remote_control=True``,
     ``claim="redelivery"``; see :mod:`celery_sqs_ddb.config`), written to
     ``broker_transport_options["sqs_ddb"]`` where the transport and the backend both read it; or a
     Celery setting (``task_routes=...``), which replaces the computed one.
     """
-    from .config import SECTION, Settings, names
+    from .config import SECTION, Settings, names, queue_credentials
 
     queue_names = list(queues.keys() if isinstance(queues, Mapping) else queues)
     if not queue_names:
@@ -52,6 +62,14 @@ def broker_settings(
     if not 0 <= int(wait_time_seconds) <= 20:
         raise ConfigurationError(f"wait_time_seconds={wait_time_seconds!r} is out of range; accepted: 0..20")
     known = set(names())
+    every_queue = {k: options.pop(k) for k in list(options) if k in QUEUE_OPTIONS}
+    for name, extra in (queue_options or {}).items():
+        if name not in queue_names:
+            raise ConfigurationError(f"queue_options names queue {name!r}, which is not in queues={queue_names!r}")
+        unknown = sorted(set(extra) - set(QUEUE_OPTIONS))
+        if unknown:
+            raise ConfigurationError(f"queue_options[{name!r}] has unknown key {unknown[0]!r}; accepted: "
+                                     f"{', '.join(QUEUE_OPTIONS)}")
     section = {k: v for k, v in options.items() if k in known and v is not None}
     overrides = {k: v for k, v in options.items() if k not in known}
     settings = Settings.read(None, {SECTION: section})  # errors now, naming the argument
@@ -63,7 +81,10 @@ def broker_settings(
         entry: dict[str, Any] = {"url": urls.get(name) or None}
         if dead_letter_queue:
             entry["dead_letter_url"] = dead_letter_queue
+        entry.update(every_queue)
+        entry.update((queue_options or {}).get(name) or {})
         predefined[name] = entry
+    queue_credentials({"predefined_queues": predefined})  # one identity, or the error now
     transport_options: dict[str, Any] = {
         "predefined_queues": predefined,
         "visibility_timeout": int(visibility_timeout),

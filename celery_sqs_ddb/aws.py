@@ -107,16 +107,18 @@ _local = threading.local()
 
 def client(service: str, region: str | None, endpoint_url: str | None = None,
            retry_mode: str = "standard", max_attempts: int = 5, read_timeout: float = 30.0,
-           role_arn: str | None = None) -> Any:
+           role_arn: str | None = None, credentials: tuple[str, str | None, str | None] | None = None) -> Any:
     """A boto3 client per (thread, process, service, region, endpoint, retry policy, role).
 
     Credentials come from boto3's chain (IAM role, environment, profile), never from code; with
     ``role_arn`` (kombu's ``sts_role_arn``) they are that role's, assumed through STS and
     refreshed by botocore before they expire, so SQS and this package's own clients act as one
-    identity.
+    identity. ``credentials`` (access key id, secret, session token) are the static ones a user gave
+    kombu's ``predefined_queues``, used the same way.
     """
     identity = (os.environ.get("AWS_PROFILE"), os.environ.get("AWS_ACCESS_KEY_ID"))  # env switches creds
-    key = (os.getpid(), service, region, endpoint_url, retry_mode, max_attempts, read_timeout, identity, role_arn)
+    key = (os.getpid(), service, region, endpoint_url, retry_mode, max_attempts, read_timeout, identity, role_arn,
+           credentials)
     cache = getattr(_local, "clients", None)
     if cache is None:
         cache = _local.clients = {}
@@ -129,7 +131,7 @@ def client(service: str, region: str | None, endpoint_url: str | None = None,
             max_pool_connections=32,
         )
         try:
-            found = session(region, endpoint_url, role_arn).client(
+            found = session(region, endpoint_url, role_arn, credentials).client(
                 service, region_name=region, endpoint_url=endpoint_url, config=config)
         except NoRegionError:
             raise AwsCallFailed(
@@ -139,9 +141,13 @@ def client(service: str, region: str | None, endpoint_url: str | None = None,
     return found
 
 
-def session(region: str | None, endpoint_url: str | None = None, role_arn: str | None = None) -> Any:
-    """A boto3 session: the default credential chain, or ``role_arn`` assumed (refreshable)."""
-    found = boto3.session.Session(region_name=region)
+def session(region: str | None, endpoint_url: str | None = None, role_arn: str | None = None,
+            credentials: tuple[str, str | None, str | None] | None = None) -> Any:
+    """A boto3 session: the default credential chain (or the given static ``credentials``), or
+    ``role_arn`` assumed with them (refreshable)."""
+    key_id, secret, token = credentials or (None, None, None)
+    found = boto3.session.Session(region_name=region, aws_access_key_id=key_id, aws_secret_access_key=secret,
+                                  aws_session_token=token)
     if not role_arn:
         return found
     core = found._session  # botocore's session: where boto3 keeps the credentials it signs with

@@ -199,6 +199,10 @@ class Settings:
                                        "process's control queues", broker=True)
     control_stale_after: float = setting(600.0, _float(2.0, 604_800.0), "control queues not tagged this long "
                                          "are removed by sqs-ddb cleanup", broker=True)
+    #: Not a setting: the one set of static credentials the ``predefined_queues`` entries give
+    #: (kombu's per-queue ``access_key_id``/``secret_access_key``/``session_token``), so this
+    #: package's own clients act as the same identity as the queues' (see :func:`queue_credentials`).
+    credentials: tuple[str, str | None, str | None] | None = dataclasses.field(default=None, repr=False)
 
     # ------------------------------------------------------------------ reading
 
@@ -210,16 +214,21 @@ class Settings:
         ``conf`` is ``app.conf`` (the transport passes None); ``transport_options`` defaults to
         ``conf['broker_transport_options']``. Also refuses pickle in ``conf`` (see :func:`check_serializers`).
         """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in setting_fields()}
         if transport_options is None and conf is not None:
             transport_options = conf.get("broker_transport_options") or {}
         transport_options = transport_options or {}
         section = dict(transport_options.get(SECTION) or {})
         _refuse_unknown(section, fields, f"broker_transport_options[{SECTION!r}]", "")
         app_keys: dict[str, Any] = {}
+        namespaced = (str(getattr(conf, "prefix", None) or "") + PREFIX).upper()  # Django: CELERY_SQS_DDB_
         for key in list(conf.keys()) if conf is not None else []:
-            if isinstance(key, str) and key.startswith(PREFIX) and conf.get(key) is not None:
+            if not isinstance(key, str) or conf.get(key) is None:
+                continue
+            if key.startswith(PREFIX):
                 app_keys[key[len(PREFIX):]] = conf.get(key)
+            elif namespaced != PREFIX.upper() and key.upper().startswith(namespaced):
+                app_keys[key[len(namespaced):].lower()] = conf.get(key)
         _refuse_unknown(app_keys, fields, "setting", PREFIX)
         our_transport = str((conf or {}).get("broker_transport") or "").startswith("celery_sqs_ddb")
         for name, value in app_keys.items():
@@ -245,6 +254,9 @@ class Settings:
         if url:
             raw.update(parse_url(url))
         settings = cls.validated(raw)
+        credentials = queue_credentials(transport_options)
+        if credentials is not None:
+            settings = dataclasses.replace(settings, credentials=credentials)
         if conf is not None:
             check_serializers(conf, settings.allow_pickle)
         return settings
@@ -252,7 +264,7 @@ class Settings:
     @classmethod
     def validated(cls, raw: Mapping[str, Any]) -> Settings:
         """Validate a mapping of field name to raw value; errors name the ``sqs_ddb_*`` key."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in setting_fields()}
         values = {name: fields[name].metadata["convert"](PREFIX + name, value) for name, value in raw.items()}
         if values.get("region") is None:
             values["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -289,7 +301,7 @@ class Settings:
     def client_args(self) -> dict[str, Any]:
         """Keyword arguments of :func:`celery_sqs_ddb.aws.client` for this deployment."""
         return {"region": self.region, "endpoint_url": self.endpoint_url, "retry_mode": self.retry_mode,
-                "max_attempts": self.max_attempts, "role_arn": self.sts_role_arn}
+                "max_attempts": self.max_attempts, "role_arn": self.sts_role_arn, "credentials": self.credentials}
 
 
 def _refuse_unknown(given: Mapping[str, Any], fields: Mapping[str, Any], where: str, prefix: str) -> None:
@@ -301,7 +313,28 @@ def _refuse_unknown(given: Mapping[str, Any], fields: Mapping[str, Any], where: 
 
 def names() -> tuple[str, ...]:
     """The field names of every setting."""
-    return tuple(f.name for f in dataclasses.fields(Settings))
+    return tuple(f.name for f in setting_fields())
+
+
+def setting_fields() -> list[dataclasses.Field]:
+    """The fields of :class:`Settings` that are settings (defined with :func:`setting`)."""
+    return [f for f in dataclasses.fields(Settings) if "convert" in f.metadata]
+
+
+def queue_credentials(transport_options: Mapping[str, Any]) -> tuple[str, str | None, str | None] | None:
+    """The static credentials of kombu's ``predefined_queues`` entries, if they give any: the
+    package's DynamoDB/S3/SNS clients use them too. Two different sets are refused (one identity)."""
+    found: dict[str, tuple[str, str | None, str | None]] = {}
+    for name, entry in (transport_options.get("predefined_queues") or {}).items():
+        if isinstance(entry, Mapping) and entry.get("access_key_id"):
+            found[name] = (entry["access_key_id"], entry.get("secret_access_key"), entry.get("session_token"))
+    identities = set(found.values())
+    if len(identities) > 1:
+        raise ConfigurationError(
+            f"predefined_queues give {len(identities)} different credentials (queues {', '.join(sorted(found))}); "
+            "the table, bucket and control topics are used by one identity: give every queue the same "
+            "access_key_id, or none and use an IAM role (sts_role_arn)")
+    return identities.pop() if identities else None
 
 
 def parse_url(url: str) -> dict[str, Any]:
@@ -346,7 +379,7 @@ def refuses_pickle(content_types: Iterable[Any]) -> bool:
 def settings_table() -> str:
     """The Markdown table of every setting (the README's "Settings" table is this text)."""
     rows = ["| setting | default | read by | meaning |", "|---|---|---|---|"]
-    for f in dataclasses.fields(Settings):
+    for f in setting_fields():
         default = f.metadata["shown"] or ("None" if f.default is None else repr(f.default).replace("'", ""))
         where = "broker + app" if f.metadata["broker"] else "app"
         rows.append(f"| `{PREFIX}{f.name}` | {default} | {where} | {f.metadata['doc']} |")

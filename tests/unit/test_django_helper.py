@@ -43,8 +43,6 @@ def test_bad_arguments_fail_in_settings_py_naming_them():
         celery_settings(["jobs"], fifo=True)
 
 
-@pytest.mark.xfail(strict=True, reason="config.Settings.read reads only lowercase sqs_ddb_* keys: under a "
-                                       "namespace CELERY_SQS_DDB_TTL is ignored without an error")
 def test_a_namespaced_package_setting_is_read_or_refused():
     app = Celery("django", set_as_current=False)
     app.config_from_object(django_settings(CELERY_SQS_DDB_TTL=False, CELERY_RESULT_BACKEND=BACKEND),

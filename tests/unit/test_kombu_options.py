@@ -13,6 +13,7 @@ from celery import Celery
 from moto import mock_aws
 
 from celery_sqs_ddb import broker_settings, schema
+from celery_sqs_ddb.exceptions import ConfigurationError
 
 REGION = "eu-west-1"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"
@@ -50,11 +51,7 @@ def test_without_sts_role_arn_the_default_chain_signs(role_arn):
     assert credentials.access_key == os.environ["AWS_ACCESS_KEY_ID"] and not credentials.token
 
 
-# Per-queue options of kombu's predefined_queues (backoff_policy, access_key_id/secret_access_key)
-# are not passed by broker_settings() today: the gap is pinned here (strict xfail: fixing it makes
-# these fail until the marker is removed). See the report of the ecosystem branch.
-@pytest.mark.xfail(strict=True, reason="broker_settings() has no per-queue options: backoff_policy is "
-                                       "taken as a Celery setting, not put into predefined_queues")
+# Per-queue options of kombu's predefined_queues (backoff_policy, access_key_id/secret_access_key).
 def test_broker_settings_passes_a_per_queue_backoff_policy():
     policy = {1: 10, 2: 20, 3: 40}
     conf = broker_settings({"jobs": QUEUE_URL}, backoff_policy=policy, backoff_tasks=["tests.add"])
@@ -63,8 +60,6 @@ def test_broker_settings_passes_a_per_queue_backoff_policy():
     assert "backoff_policy" not in conf
 
 
-@pytest.mark.xfail(strict=True, reason="per-queue credentials of predefined_queues are not read by "
-                                       "config.Settings, so the table/S3/SNS clients use the default chain")
 def test_per_queue_credentials_reach_our_own_clients(role_arn):
     from celery_sqs_ddb.config import Settings
 
@@ -72,3 +67,19 @@ def test_per_queue_credentials_reach_our_own_clients(role_arn):
                                               "secret_access_key": "secret"}}}
     args = Settings.read(None, options).client_args()
     assert "AKIDQUEUE" in json.dumps(args)
+
+
+def test_queue_options_go_to_their_queue_and_unknown_ones_are_refused():
+    conf = broker_settings(["a", "b"], queue_options={"b": {"backoff_policy": {1: 5}}})
+    entries = conf["broker_transport_options"]["predefined_queues"]
+    assert entries["b"]["backoff_policy"] == {1: 5} and "backoff_policy" not in entries["a"]
+    with pytest.raises(ConfigurationError, match="unknown key 'visibility'.*accepted: backoff_policy"):
+        broker_settings(["a"], queue_options={"a": {"visibility": 3}})
+    with pytest.raises(ConfigurationError, match="names queue 'c'"):
+        broker_settings(["a"], queue_options={"c": {}})
+
+
+def test_two_identities_in_predefined_queues_are_refused():
+    with pytest.raises(ConfigurationError, match="2 different credentials .*queues a, b.*one identity"):
+        broker_settings(["a", "b"], queue_options={"a": {"access_key_id": "K1", "secret_access_key": "s"},
+                                                   "b": {"access_key_id": "K2", "secret_access_key": "s"}})
