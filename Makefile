@@ -24,6 +24,7 @@ $(CHECKOV_STAMP):
 ## make test: lint + the whole suite (unit, integration with moto server and real workers)
 test: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m ruff check celery_sqs_ddb tests example_project benchmarks deploy
+	$(PY) -m mypy
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest tests
 
 unit: $(STAMP) $(CHECKOV_STAMP)
@@ -34,6 +35,7 @@ integration: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check celery_sqs_ddb tests example_project benchmarks deploy
+	$(PY) -m mypy
 
 ## make demo: moto server + queue + table + worker + web app, submits jobs (Ctrl-C stops all)
 demo: $(STAMP)

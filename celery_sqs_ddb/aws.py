@@ -157,8 +157,8 @@ def session(region: str | None, endpoint_url: str | None = None, role_arn: str |
 
     fetcher = AssumeRoleCredentialFetcher(client_creator=sts_client, source_credentials=core.get_credentials(),
                                           role_arn=role_arn, extra_args={"RoleSessionName": "celery-sqs-ddb"})
-    core._credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
-                                                       method="assume-role")
+    assumed = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method="assume-role")
+    core._credentials = assumed
     return found
 
 

@@ -22,14 +22,14 @@ from typing import Any
 
 from boto3.dynamodb.types import Binary
 from celery import states as celery_states
-from celery.backends.base import BaseBackend, _create_chord_error_with_cause
-from celery.exceptions import ChordError, TaskRevokedError, TimeoutError
-from celery.result import GroupResult, allow_join_result, result_from_tuple
+from celery.backends.base import BaseBackend
+from celery.exceptions import TaskRevokedError, TimeoutError
 from celery.utils.log import get_logger
 from kombu.exceptions import EncodeError
 from kombu.utils.objects import cached_property
 
 from . import aws, schema, states
+from .chords import Chords
 from .config import Settings
 from .exceptions import ResultTooLarge, StateConflict
 from .payloads import PayloadStore
@@ -53,7 +53,7 @@ logger = get_logger(__name__)
 HARVEST = 10
 
 
-class DynamoDBBackend(RunTracking, BaseBackend):
+class DynamoDBBackend(RunTracking, Chords, BaseBackend):
     """Result backend: one item per task, conditional state writes, a sharded status index."""
 
     supports_autoexpire = True
@@ -372,77 +372,6 @@ class DynamoDBBackend(RunTracking, BaseBackend):
                   cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Jobs in ``status``, newest first across all shards; see :meth:`TaskTable.list_jobs`."""
         return self.table.list_jobs(status, since, limit, cursor)
-
-    # ------------------------------------------------------- groups and chords
-
-    def _save_group(self, group_id: str, result: GroupResult) -> GroupResult:
-        attr, value = self._store_big(str(group_id), schema.GROUP_RESULT, self.encode(result.as_tuple()))
-        self.table.update(str(group_id), {schema.KIND: schema.KIND_GROUP, attr: value,
-                                          schema.UPDATED_AT: iso(utcnow()), schema.EXPIRES_AT: self.table.expires_at()})
-        return result
-
-    def _restore_group(self, group_id: str) -> dict[str, Any] | None:
-        item = self.table.get(str(group_id))
-        if not item or expired(item):
-            return None
-        raw = self._load_big(item, schema.GROUP_RESULT)
-        return None if raw is None else {"result": result_from_tuple(self._decode_value(raw), self.app)}
-
-    def _delete_group(self, group_id: str) -> None:
-        self.table.delete(str(group_id))
-
-    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
-        """Save the header group; its parts are counted on the group item."""
-        self.ensure_chords_allowed()
-        self.app.GroupResult(*header_result_args).save(backend=self)
-
-    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        """Count a finished header part once; the part that completes the count sends the callback.
-
-        A part is counted atomically with a marker on its own item, so a redelivered or retried
-        part never counts twice, and a part whose count was lost in a crash is counted by its
-        redelivery (the claim refuses to run it again and calls this). Sending the callback twice
-        (two last parts at once, or a crash before the group is marked) runs it once: its task id
-        is fixed and the claim refuses a duplicate.
-        """
-        from celery.canvas import maybe_signature
-
-        gid = request.group
-        if not gid:
-            return
-        callback = maybe_signature(request.chord, app=self.app)
-        try:
-            deps = GroupResult.restore(gid, backend=self)
-        except Exception as exc:  # a read error is reported on the chord, as Celery does
-            logger.exception("Chord %r raised: %r", gid, exc)
-            return self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
-        if deps is None:
-            return self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} no longer exists"))
-        self.table.count_chord_part(gid, str(request.id))
-        group = self.table.get(gid) or {}
-        size = request.chord.get("chord_size")
-        if size is None:
-            size = len(deps)
-        if int(group.get(schema.CHORD_COUNT, 0)) < size or group.get(schema.CHORD_FIRED):
-            return
-        try:
-            with allow_join_result():
-                ret = deps.join_native(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
-        except Exception as exc:  # the chord's error path, as in Celery's key-value backends
-            try:
-                culprit = next(deps._failed_join_report())
-                reason = f"Dependency {culprit.id} raised {exc!r}"
-            except StopIteration:
-                reason = repr(exc)
-            logger.exception("Chord %r raised: %r", gid, reason)
-            self.chord_error_from_stack(callback, _create_chord_error_with_cause(reason, exc))
-        else:
-            try:
-                self.app.amqp._retry_publish(callback.delay, ret)
-            except Exception as exc:  # publish failure is reported on the chord
-                logger.exception("Chord %r raised: %r", gid, exc)
-                self.chord_error_from_stack(callback, _create_chord_error_with_cause(f"Callback error: {exc!r}", exc))
-        self.table.mark_chord_fired(gid)
 
     def __reduce__(self, args: tuple = (), kwargs: dict | None = None) -> Any:
         return super().__reduce__(args, {"url": self.url, **(kwargs or {})})

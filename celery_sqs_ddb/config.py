@@ -223,7 +223,7 @@ class Settings:
         app_keys: dict[str, Any] = {}
         namespaced = (str(getattr(conf, "prefix", None) or "") + PREFIX).upper()  # Django: CELERY_SQS_DDB_
         for key in list(conf.keys()) if conf is not None else []:
-            if not isinstance(key, str) or conf.get(key) is None:
+            if conf is None or not isinstance(key, str) or conf.get(key) is None:
                 continue
             if key.startswith(PREFIX):
                 app_keys[key[len(PREFIX):]] = conf.get(key)

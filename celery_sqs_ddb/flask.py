@@ -50,7 +50,7 @@ def celery_init_app(app: Flask, config_key: str = "CELERY") -> Celery:
             f"app.config[{config_key!r}] is {conf!r}; set it to the Celery settings, e.g. "
             f"{{**celery_sqs_ddb.broker_settings(['jobs.fifo']), 'result_backend': 'ddb://TABLE?region=R'}}")
 
-    class FlaskTask(Task):  # type: ignore[misc]
+    class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
                 return self.run(*args, **kwargs)

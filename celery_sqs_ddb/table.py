@@ -175,7 +175,8 @@ class TaskTable:
             self.call("UpdateItem", "update_item", **params)
         except ClientError as exc:
             if aws.error_code(exc) == "ConditionalCheckFailedException":
-                return item_to_python(exc.response.get("Item") or {})
+                found: dict[str, Any] = exc.response.get("Item") or {}
+                return item_to_python(found)
             raise
         return None
 

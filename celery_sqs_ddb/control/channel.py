@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from celery.utils.log import get_logger
@@ -34,6 +34,13 @@ from .names import (
 )
 from .plane import ControlPlane
 from .revoke import on_broadcast
+
+if TYPE_CHECKING:  # what the mixin is mixed into (kombu is untyped: Any)
+    from kombu.transport import SQS
+
+    _Base = SQS.Channel
+else:
+    _Base = object
 
 logger = get_logger(__name__)
 
@@ -62,7 +69,7 @@ class Topics(_KombuSns):
 
 
 
-class ControlChannelMixin:
+class ControlChannelMixin(_Base):
     """Channel overrides for control and event queues and the SNS exchanges (task queues pass through)."""
 
     settings: Any
@@ -85,9 +92,9 @@ class ControlChannelMixin:
                     logger.warning("Remote control command %r reaches no worker: %s", method, REMOTE_CONTROL_OFF)
                 return None
         elif exchange and self._exchange_is_fanout(exchange):  # task events: the events topic
-            self._inplace_augment_message(message, exchange, routing_key)  # type: ignore[attr-defined]
+            self._inplace_augment_message(message, exchange, routing_key)
             return self._put_fanout(exchange, message, routing_key, **kwargs)
-        return super().basic_publish(message, exchange, routing_key, **kwargs)  # type: ignore[misc]
+        return super().basic_publish(message, exchange, routing_key, **kwargs)
 
     def release_owned(self) -> None:
         """Delete the reply and event-receiver queues of this channel (they die with it)."""
@@ -96,7 +103,7 @@ class ControlChannelMixin:
         self._owned_here.clear()
 
     @property
-    def supports_fanout(self) -> bool:  # kombu: binds and publishes to fanout exchanges go to SNS
+    def supports_fanout(self) -> bool:  # type: ignore[override]  # kombu: binds and publishes to fanout exchanges go to SNS
         return self.control.active
 
     @cached_property
@@ -127,7 +134,7 @@ class ControlChannelMixin:
     def _new_queue(self, queue: str, **kwargs: Any) -> str:
         control = self._control_queue(queue)
         if control is None:
-            return super()._new_queue(queue, **kwargs)  # type: ignore[misc]
+            return super()._new_queue(queue, **kwargs)
         url = self._queue_cache.get(control.name)
         if url is None:
             if control.role == ROLE_EVENTS and not self.control.events:
@@ -145,17 +152,17 @@ class ControlChannelMixin:
     def _resolve_queue_url(self, queue: str) -> str:
         if self._control_queue(queue) is not None:
             return self._new_queue(queue)
-        return super()._resolve_queue_url(queue)  # type: ignore[misc]
+        return super()._resolve_queue_url(queue)
 
     def _size(self, queue: str) -> int:
         if self._control_queue(queue) is not None:
             return 0  # only kombu's "mailbox in use" warning reads it; not worth a call per declare
-        return super()._size(queue)  # type: ignore[misc]
+        return super()._size(queue)
 
     def _delete(self, queue: str, exchange: str | None = None, *args: Any, **kwargs: Any) -> None:
         control = self._control_queue(queue)
         if control is None:
-            return super()._delete(queue, exchange, *args, **kwargs)  # type: ignore[misc]
+            return super()._delete(queue, exchange, *args, **kwargs)
         url = self._queue_cache.pop(control.name, None)
         if url is not None:
             self._owned_here.discard(url)
@@ -166,12 +173,12 @@ class ControlChannelMixin:
         # per-process control queues are not predefined: they use the channel's default client
         if queue is not None and queue not in self.predefined_queues:
             queue = None
-        return super().sqs(queue)  # type: ignore[misc]
+        return super().sqs(queue)
 
     def asynsqs(self, queue: str | None = None) -> Any:
         if queue is not None and queue not in self.predefined_queues:
             queue = None
-        return super().asynsqs(queue)  # type: ignore[misc]
+        return super().asynsqs(queue)
 
     def _subscribe_queue_to_fanout_exchange_if_required(self, queue_name: str) -> None:
         control = self._control_queue(queue_name)
@@ -184,7 +191,7 @@ class ControlChannelMixin:
         setting = "sqs_ddb_events_topic_arn" if self.state.exchanges[exchange]["type"] == "topic" \
             else "sqs_ddb_control_topic_arn"
         with aws.translated("sns", "Publish", f"the SNS topic of exchange '{exchange}'", setting=setting):
-            super()._put_fanout(exchange, message, routing_key, **kwargs)  # type: ignore[misc]
+            super()._put_fanout(exchange, message, routing_key, **kwargs)
 
     def _publish_reply(self, message: dict[str, Any], exchange: str, routing_key: str) -> None:
         """Send a reply to the client's reply queue by name (the direct exchange's binding exists
@@ -209,7 +216,7 @@ class ControlChannelMixin:
 
     def drain_events(self, timeout: float | None = None, callback: Any = None, **kwargs: Any) -> Any:
         self._drain_timeout = timeout  # a blocking client (inspect, events) must not long-poll past it
-        return super().drain_events(timeout=timeout, callback=callback, **kwargs)  # type: ignore[misc]
+        return super().drain_events(timeout=timeout, callback=callback, **kwargs)
 
     _drain_timeout: float | None = None
 
@@ -223,4 +230,4 @@ class ControlChannelMixin:
             # kombu's Mailbox counts one reply per drain_events(): two replies received together
             # would leave it waiting a whole timeout for a second one that already came.
             max_number_of_messages = 1
-        return super()._receive_message(queue, max_number_of_messages, wait)  # type: ignore[misc]
+        return super()._receive_message(queue, max_number_of_messages, wait)

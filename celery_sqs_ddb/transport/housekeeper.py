@@ -148,13 +148,13 @@ class Housekeeper(threading.Thread):
                 gone = self.extend_batch(queue, url, chunk, int(vt))
                 with self.lock:
                     for receipt in chunk:
-                        held = self.held.get(receipt)
-                        if held is None:
+                        entry = self.held.get(receipt)
+                        if entry is None:
                             continue
                         if receipt in gone:
                             del self.held[receipt]
                         else:
-                            held.extended = now
+                            entry.extended = now
 
     def held_count(self) -> int:
         with self.lock:

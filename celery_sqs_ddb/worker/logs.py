@@ -23,7 +23,7 @@ from . import ecs
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the ECS task and the Celery task it belongs to."""
 
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]
 
     def format(self, record: logging.LogRecord) -> str:
         from celery._state import get_current_task

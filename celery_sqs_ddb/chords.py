@@ -1,0 +1,102 @@
+"""Groups and chords on the task table: the saved GroupResult and the chord counter.
+
+A group's item holds its GroupResult (in S3 when over the item budget); a chord header part is
+counted on that item with a marker on the part's own item in one transaction, so a redelivered or
+retried part never counts twice. The part that completes the count joins the header and sends
+the callback, then marks the group fired.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from celery.backends.base import _create_chord_error_with_cause
+from celery.exceptions import ChordError
+from celery.result import GroupResult, allow_join_result, result_from_tuple
+from celery.utils.log import get_logger
+
+from . import schema
+from .table import expired, iso, utcnow
+
+if TYPE_CHECKING:  # what the mixin is mixed into (untyped libraries: Any)
+    from celery.backends.base import BaseBackend as _Base
+else:
+    _Base = object
+
+logger = get_logger(__name__)
+
+
+class Chords(_Base):
+    """Mixin for the result backend (uses its ``table``, ``encode``, ``_store_big``, ``_load_big``)."""
+
+    table: Any
+    app: Any
+
+    def _save_group(self, group_id: str, result: GroupResult) -> GroupResult:
+        attr, value = self._store_big(str(group_id), schema.GROUP_RESULT, self.encode(result.as_tuple()))
+        self.table.update(str(group_id), {schema.KIND: schema.KIND_GROUP, attr: value,
+                                          schema.UPDATED_AT: iso(utcnow()), schema.EXPIRES_AT: self.table.expires_at()})
+        return result
+
+    def _restore_group(self, group_id: str) -> dict[str, Any] | None:
+        item = self.table.get(str(group_id))
+        if not item or expired(item):
+            return None
+        raw = self._load_big(item, schema.GROUP_RESULT)
+        return None if raw is None else {"result": result_from_tuple(self._decode_value(raw), self.app)}
+
+    def _delete_group(self, group_id: str) -> None:
+        self.table.delete(str(group_id))
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Save the header group; its parts are counted on the group item."""
+        self.ensure_chords_allowed()
+        self.app.GroupResult(*header_result_args).save(backend=self)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        """Count a finished header part once; the part that completes the count sends the callback.
+
+        A part is counted atomically with a marker on its own item, so a redelivered or retried
+        part never counts twice, and a part whose count was lost in a crash is counted by its
+        redelivery (the claim refuses to run it again and calls this). Sending the callback twice
+        (two last parts at once, or a crash before the group is marked) runs it once: its task id
+        is fixed and the claim refuses a duplicate.
+        """
+        from celery.canvas import maybe_signature
+
+        gid = request.group
+        if not gid:
+            return
+        callback = maybe_signature(request.chord, app=self.app)
+        try:
+            deps = GroupResult.restore(gid, backend=self)
+        except Exception as exc:  # a read error is reported on the chord, as Celery does
+            logger.exception("Chord %r raised: %r", gid, exc)
+            return self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
+        if deps is None:
+            return self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} no longer exists"))
+        self.table.count_chord_part(gid, str(request.id))
+        group = self.table.get(gid) or {}
+        size = request.chord.get("chord_size")
+        if size is None:
+            size = len(deps)
+        if int(group.get(schema.CHORD_COUNT, 0)) < size or group.get(schema.CHORD_FIRED):
+            return
+        try:
+            with allow_join_result():
+                ret = deps.join_native(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
+        except Exception as exc:  # the chord's error path, as in Celery's key-value backends
+            try:
+                culprit = next(deps._failed_join_report())
+                reason = f"Dependency {culprit.id} raised {exc!r}"
+            except StopIteration:
+                reason = repr(exc)
+            logger.exception("Chord %r raised: %r", gid, reason)
+            self.chord_error_from_stack(callback, _create_chord_error_with_cause(reason, exc))
+        else:
+            try:
+                self.app.amqp._retry_publish(callback.delay, ret)
+            except Exception as exc:  # publish failure is reported on the chord
+                logger.exception("Chord %r raised: %r", gid, exc)
+                self.chord_error_from_stack(callback, _create_chord_error_with_cause(f"Callback error: {exc!r}", exc))
+        self.table.mark_chord_fired(gid)
