@@ -310,7 +310,8 @@ class DynamoDBBackend(RunTracking, Chords, BaseBackend):
 
         Each round reads (BatchGetItem, eventually consistent) a window of the unfinished tasks,
         oldest first, since a queue runs them roughly in the order they were sent. The window is
-        about twice what the last round found ready, and the pause between rounds grows until a
+        about twice what the last round found ready (all of it, up to 100, after a round where
+        everything was ready), and the pause between rounds grows until a
         round finds ``HARVEST`` tasks ready (or all that are left), so reads follow completions,
         not the waiting. A task that stays unfinished is read less and less often (every 1, 2,
         4 ... 32 rounds), so a long straggler does not cost a read per round.
@@ -349,8 +350,8 @@ class DynamoDBBackend(RunTracking, Chords, BaseBackend):
                 if not pending:
                     return
                 if len(ready) == len(window) and len(window) == size:
-                    size = min(100, size * 2)
-                    continue  # everything read was ready: read more at once
+                    size = 100
+                    continue  # everything read was ready: read the rest at once
                 size = min(100, max(HARVEST, 2 * len(ready)))
                 wanted = min(HARVEST, len(pending))
                 pause = min(ceiling, max(first, pause * min(2.0, max(0.5, wanted / max(len(ready), 1)))))

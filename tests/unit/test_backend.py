@@ -430,9 +430,9 @@ def test_waiting_on_a_large_group_reads_one_window_per_poll(backend, monkeypatch
     monkeypatch.setattr(time, "sleep", lambda s: None)
     got = [task_id for task_id, _ in backend.get_many(ids, max_iterations=3)]
     assert got == ids[:150]  # the ready ones come back, in order
-    # oldest first; the window doubles while everything read is ready (at most 100 keys, never all
-    # 250), and drops back to 10 when a round finds nothing (reads follow completions)
-    assert keys_per_call == [10, 20, 40, 80, 100, 10, 10], keys_per_call
+    # oldest first; after a window that was all ready the next is 100 (never all 250 at once), and
+    # it follows what the last round found: twice its 40 ready, then 10 after a round with none
+    assert keys_per_call == [10, 100, 100, 80, 10], keys_per_call
 
 
 def test_a_straggler_is_read_less_and_less_often(backend, monkeypatch):
