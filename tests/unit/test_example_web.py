@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import uuid
 
@@ -11,6 +10,7 @@ import pytest
 from moto import mock_aws
 
 from celery_sqs_ddb import schema
+from example_project import create_app
 
 REGION = "eu-west-1"
 
@@ -42,14 +42,12 @@ def client(monkeypatch, tmp_path):
         url = sqs.create_queue(QueueName="jobs.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
         boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("results"))
         for key, value in {"DEMO_QUEUE": "jobs.fifo", "DEMO_QUEUE_URL": url, "DEMO_TABLE": "results",
-                           "DEMO_MODEL_DIR": str(tmp_path), "DEMO_BUCKET": ""}.items():
+                           "DEMO_BUCKET": ""}.items():
             monkeypatch.setenv(key, value)
         import example_project.tasks
-        import example_project.web
 
-        importlib.reload(example_project.tasks)
-        importlib.reload(example_project.web)
-        app = example_project.web.create_app()
+        monkeypatch.setattr(example_project.tasks, "MODEL_DIR", tmp_path)
+        app = create_app()
         app.testing = False  # the real error handlers, as users see them
         yield app.test_client(), sqs, url
 
