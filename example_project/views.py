@@ -3,7 +3,7 @@
 Pages (Jinja templates in ``templates/``, autoescaped; scripts in ``static/`` build the DOM with
 ``textContent``, and a Content-Security-Policy allows scripts from this origin only):
 ``/`` (submit a digit or a batch), ``/jobs`` (job board), ``/jobs/<id>`` (one job).
-JSON API (documented in README.md): ``GET /api/samples``, ``POST /api/predict``,
+JSON API (documented in README.md): ``GET /healthz``, ``GET /api/samples``, ``POST /api/predict``,
 ``POST /api/batch``, ``GET /api/jobs``, ``GET /api/jobs/<id>``, ``GET /api/board``,
 ``GET /api/counts``, ``GET /api/workers`` (``inspect ping`` over SNS -> SQS; 503 with the reason
 when remote control is off).
@@ -174,6 +174,12 @@ def board() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- API
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    """Liveness of the web process (no AWS call): the compose health check."""
+    return jsonify(ok=True)
 
 
 @bp.get("/api/samples")
