@@ -1,4 +1,4 @@
-// DOM helpers: every text from the server goes through textContent, never innerHTML.
+// DOM helpers: every text from the server becomes a text node (textContent), never parsed as HTML.
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
