@@ -32,10 +32,12 @@ MAX_UPLOAD_PIXELS = 1024 * 1024
 BOARD_STATES = ("QUEUED", "STARTED", "SUCCESS", "FAILURE")
 BOARD_ROWS = 15
 COUNT_CAP = 100  # counts above it show as "100+": a count reads every index row it counts
+FINISHED_KEPT = 1000  # described finished jobs kept in memory (their error never changes)
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 bp = Blueprint("digits", __name__)
+_finished_lock = threading.Lock()
 
 
 class BadRequest(Exception):
@@ -138,14 +140,25 @@ def listing(status: str, limit: int, cursor: str | None) -> dict[str, Any]:
         found, next_cursor = list_jobs(celery(), status, limit=limit, cursor=cursor)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    details = {}
+    described: dict[str, dict[str, Any]] = {}
     if status in ("STARTED", "FAILURE") and found:
-        details = celery().backend.batch_get([j["task_id"] for j in found], consistent=False)
+        # A failure's error never changes: read once, then kept (FINISHED); progress is read each time.
+        finished = current_app.extensions["board_finished"]
+        with _finished_lock:
+            described = {j["task_id"]: finished[j["task_id"]] for j in found if j["task_id"] in finished}
+        missing = [j["task_id"] for j in found if j["task_id"] not in described]
+        items = celery().backend.batch_get(missing, consistent=False) if missing else {}
+        for task_id, item in items.items():
+            described[task_id] = describe(task_id, item)
+        with _finished_lock:
+            finished.update((k, v) for k, v in described.items() if v["state"] in states.READY_STATES)
+            while len(finished) > FINISHED_KEPT:
+                finished.pop(next(iter(finished)))
     out = []
     for job in found:
         entry = dict(job)
-        if job["task_id"] in details:
-            entry.update(describe(job["task_id"], details[job["task_id"]]))
+        if job["task_id"] in described:
+            entry.update(described[job["task_id"]])
             entry["status"] = job["status"]
         out.append(entry)
     return {"jobs": out, "next": next_cursor}
@@ -294,6 +307,7 @@ def job_page(task_id: str) -> tuple[str, int]:
 def init_app(app: Flask) -> None:
     """Register the blueprint, the JSON error handlers, the security headers and the board cache."""
     app.extensions["board_cache"] = TTLCache()
+    app.extensions["board_finished"] = {}
     app.register_blueprint(bp)
     limit_kb = app.config["MAX_CONTENT_LENGTH"] // 1024
 
