@@ -22,6 +22,7 @@ function fill(s, page) {
   cursors[s] = page.next;
   show(document.getElementById('board-' + s), ...page.jobs.map(j => row(s, j)));
   document.querySelector(`[data-newest="${s}"]`).hidden = !older[s];
+  document.querySelector(`[data-more="${s}"]`).hidden = !page.next;
 }
 async function refresh() {
   clearTimeout(timer);
