@@ -184,6 +184,77 @@ def test_browser_submit_batch_progress_job_board_xss_and_flower(example_stack, w
     assert (ROOT / "docs" / "flower.png").stat().st_size > 10_000
 
 
+def item_bytes(item: dict) -> int:
+    """DynamoDB's size of an item: attribute names plus values (strings by UTF-8 bytes, numbers
+    about one byte per two digits plus one)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        (kind, raw), = value.items()
+        size += len(raw.encode()) if kind == "S" else (len(raw.lstrip("-").replace(".", "")) + 1) // 2 + 1
+    return size
+
+
+def test_job_board_read_cost_per_refresh(example_stack, web, moto_server):
+    """What an open job board costs in DynamoDB reads (the README's "Job board read cost"): calls
+    through the counting proxy, read units from the rows each Query returns."""
+    import boto3
+
+    from celery_sqs_ddb import schema
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(f"{web}{path}") as response:
+            return json.loads(response.read())
+
+    assert len(post(f"{web}/api/batch", {"count": 120})["task_ids"]) == 120  # no worker: all stay QUEUED
+    moto_server.reset_counts()
+    assert get("/api/counts") == {"QUEUED": "100+", "STARTED": 0, "SUCCESS": 0, "FAILURE": 0}
+    counts_calls = moto_server.counts()
+    moto_server.reset_counts()
+    board = get("/api/board")
+    board_calls = moto_server.counts()
+    assert len(board["columns"]["QUEUED"]["jobs"]) == 15 and board["counts"]["QUEUED"] == "100+"
+    moto_server.reset_counts()
+    for _ in range(10):  # ten more tabs within the cache's lifetime
+        assert get("/api/board")["columns"] == board["columns"]
+    shared_calls = moto_server.counts()
+
+    # Read units: replay each Query the listing made (4 shards per state, Limit = rows + 1).
+    dynamodb = boto3.client("dynamodb", region_name=example_stack["AWS_REGION"], endpoint_url=moto_server.direct_url)
+
+    def units(limit: int) -> tuple[float, int]:
+        total, rows = 0.0, 0
+        for status in views_states():
+            for shard in range(4):
+                items = dynamodb.query(
+                    TableName=example_stack["DEMO_TABLE"], IndexName=schema.STATUS_INDEX, Limit=limit + 1,
+                    KeyConditionExpression="#k = :k", ExpressionAttributeNames={"#k": schema.STATUS_SHARD},
+                    ExpressionAttributeValues={":k": {"S": f"{status}#{shard}"}}, ScanIndexForward=False)["Items"]
+                size = sum(item_bytes(item) for item in items)
+                total += max(1, -(-size // 4096)) * 0.5  # eventually consistent: 0.5 per 4 KB, at least 0.5
+                rows += len(items)
+                row_bytes.extend(item_bytes(item) for item in items)
+        return total, rows
+
+    row_bytes: list[int] = []
+    counts_units, counts_rows = units(100)
+    board_units, board_rows = units(15)
+    report = {"counts_calls": counts_calls, "board_calls": board_calls, "shared_calls": shared_calls,
+              "counts_units": counts_units, "counts_rows": counts_rows, "board_units": board_units,
+              "board_rows": board_rows, "index_row_bytes": max(row_bytes)}
+    (ARTIFACTS / "job-board-cost.json").write_text(json.dumps(report, indent=1))
+    assert counts_calls == {"dynamodb:Query": 16}, report  # 4 states x 4 shards, up to 101 rows each
+    assert board_calls == {"dynamodb:Query": 16}, report  # the same, up to 16 rows each; counts were cached
+    assert shared_calls == {}, report  # every other tab within the cache's lifetime reads nothing
+    assert max(row_bytes) < 300 and board_units == 8.0, report  # a 16-row page fits one 4 KB read unit
+
+
+def views_states() -> tuple[str, ...]:
+    from example_project.views import BOARD_STATES
+
+    return BOARD_STATES
+
+
 def test_docker_compose_matches_make_demo():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
