@@ -124,6 +124,10 @@ def main() -> int:
         return proc
 
     def stop_all(*_: Any) -> None:
+        # A second Ctrl-C or SIGTERM must not abort the cleanup: the children run in sessions of
+        # their own (no terminal signal reaches them), so an aborted stop would leave them running.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _, proc in reversed(processes):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -33,11 +33,11 @@ async function refresh() {
     for (const s of STATES) if (!older[s]) fill(s, b.columns[s]);
     document.body.dataset.refreshes = String(+(document.body.dataset.refreshes || 0) + 1);
   } finally {
-    if (document.visibilityState === 'visible') timer = setTimeout(refresh, refreshSeconds * 1000);
+    timer = document.visibilityState === 'visible' ? setTimeout(refresh, refreshSeconds * 1000) : null;
   }
 }
 document.addEventListener('visibilitychange', () => {
-  if (document.visibilityState === 'visible') refresh(); else clearTimeout(timer);
+  if (document.visibilityState === 'visible') refresh(); else { clearTimeout(timer); timer = null; }
 });
 document.querySelectorAll('[data-more]').forEach(b => b.onclick = async () => {
   const s = b.dataset.more; if (!cursors[s]) return;

@@ -83,6 +83,11 @@ XSS = "<img src=x onerror=window.__xss=1>"
 RECORD_CSP = ("window.__csp = []; document.addEventListener('securitypolicyviolation', "
               "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
 
+SET_VISIBILITY = """state => {
+  Object.defineProperty(document, 'visibilityState', {value: state, configurable: true});
+  document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
 
 def post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
@@ -159,6 +164,14 @@ def test_browser_submit_batch_progress_job_board_xss_and_flower(example_stack, w
             # no BatchGetItem: no job runs and failures are described once.
             assert queries <= 16 * refreshes + 16 * (refreshes // 5 + 1), calls
             assert calls.get("dynamodb:BatchGetItem", 0) == 0, calls
+
+            # A hidden tab schedules no refresh; shown again, it refreshes at once.
+            page.evaluate(SET_VISIBILITY, "hidden")
+            wait_until(lambda: page.evaluate("timer === null"), 10, "no refresh scheduled while hidden")
+            hidden_at = int(page.evaluate("document.body.dataset.refreshes"))
+            page.evaluate(SET_VISIBILITY, "visible")
+            wait_until(lambda: int(page.evaluate("document.body.dataset.refreshes")) > hidden_at, 10,
+                       "a refresh as soon as the tab is visible again")
 
             # Reflected XSS attempt: markup in the job page's path is shown as text.
             page.goto(f"{web}/jobs/{urllib.parse.quote(XSS)}")
