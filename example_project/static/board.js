@@ -3,7 +3,7 @@
 const STATES = ['QUEUED', 'STARTED', 'SUCCESS', 'FAILURE'];
 const older = {};    // state -> cursor stack while a column shows older pages (not refreshed)
 const cursors = {};  // state -> cursor of the next older page
-let timer = null, refreshSeconds = 2;
+let timer = null, inFlight = false, refreshSeconds = 2;
 
 function row(s, j) {
   const name = (j.task_name || '').replace('digits.', '');
@@ -26,6 +26,7 @@ function fill(s, page) {
 }
 async function refresh() {
   clearTimeout(timer);
+  inFlight = true;
   try {
     const b = await (await fetch('/api/board')).json();
     refreshSeconds = b.refresh_seconds || refreshSeconds;
@@ -33,6 +34,7 @@ async function refresh() {
     for (const s of STATES) if (!older[s]) fill(s, b.columns[s]);
     document.body.dataset.refreshes = String(+(document.body.dataset.refreshes || 0) + 1);
   } finally {
+    inFlight = false;
     timer = document.visibilityState === 'visible' ? setTimeout(refresh, refreshSeconds * 1000) : null;
   }
 }

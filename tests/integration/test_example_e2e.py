@@ -167,7 +167,8 @@ def test_browser_submit_batch_progress_job_board_xss_and_flower(example_stack, w
 
             # A hidden tab schedules no refresh; shown again, it refreshes at once.
             page.evaluate(SET_VISIBILITY, "hidden")
-            wait_until(lambda: page.evaluate("timer === null"), 10, "no refresh scheduled while hidden")
+            wait_until(lambda: page.evaluate("timer === null && !inFlight"), 10,
+                       "no refresh scheduled or running while hidden")
             hidden_at = int(page.evaluate("document.body.dataset.refreshes"))
             page.evaluate(SET_VISIBILITY, "visible")
             wait_until(lambda: int(page.evaluate("document.body.dataset.refreshes")) > hidden_at, 10,
