@@ -21,7 +21,7 @@ COPY example_project ./example_project
 RUN DEMO_MODEL_DIR=/opt/model python -m example_project.tasks
 
 FROM ${PYTHON_IMAGE} AS runtime
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PYTHONPATH=/app \
     DEMO_MODEL_DIR=/opt/model DEMO_WEB_HOST=0.0.0.0 WEB_TMP_DIR=/dev/shm
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

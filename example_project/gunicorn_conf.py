@@ -15,3 +15,4 @@ timeout = 30
 graceful_timeout = 10
 accesslog = "-"
 worker_tmp_dir = os.environ.get("WEB_TMP_DIR") or None  # /dev/shm in the image (read-only root file system)
+control_socket_disable = True  # gunicorn's control socket would live under $HOME: none in the image (read-only)
