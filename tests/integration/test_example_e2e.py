@@ -261,6 +261,10 @@ def test_job_board_read_cost_per_refresh(example_stack, web, moto_server):
     assert board_calls == {"dynamodb:Query": 16}, report  # the same, up to 16 rows each; counts were cached
     assert shared_calls == {}, report  # every other tab within the cache's lifetime reads nothing
     assert max(row_bytes) < 300 and board_units == 8.0, report  # a 16-row page fits one 4 KB read unit
+    readme = (ROOT / "README.md").read_text()  # the numbers the README states are these
+    assert f"index rows are\n{max(row_bytes)} bytes" in readme, report
+    assert f"| {board_units:g} (each page fits one 4 KB unit) |" in readme, report
+    assert 8 < counts_units <= 10 and "| 9 to 10 with 120 queued jobs, at most 32 |" in readme, report
 
 
 def views_states() -> tuple[str, ...]:
