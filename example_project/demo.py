@@ -1,8 +1,9 @@
 """``make demo``: the whole system on this machine, with a local moto server as AWS.
 
 Starts a moto server (the embedded default AWS), creates the queue, dead-letter queue, table
-and bucket through the package's CLI, starts a worker and the web app, submits a few jobs,
-prints the URL and the job board's counts, and stops everything on Ctrl-C.
+and bucket through the package's CLI, starts a worker and the web app (gunicorn), submits a few
+jobs, prints the URL and the job board's counts, and stops everything on Ctrl-C.
+``DEMO_FLOWER=1`` also starts Flower on port 5555 (remote control and task events are on).
 
 Against real AWS: set ``DEMO_AWS=1`` plus ``AWS_REGION`` (and ``DEMO_QUEUE``, ``DEMO_TABLE``,
 ``DEMO_BUCKET`` if you want other names); credentials come from your usual AWS profile. The
