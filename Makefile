@@ -23,6 +23,13 @@ $(CHECKOV_STAMP):
 
 ## make test: lint + the whole suite (unit, integration with moto server and real workers)
 test: $(STAMP) $(CHECKOV_STAMP)
+	@# The browser test needs Debian's chromium: installed here when root (as .ci/run does), else one line says how.
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser test (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "make test: the browser test needs chromium; install it with: sudo apt-get install chromium" >&2; exit 1; fi
 	$(PY) -m ruff check celery_sqs_ddb tests example_project benchmarks deploy
 	$(PY) -m mypy
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest tests

@@ -1,8 +1,9 @@
 """``make demo``: the whole system on this machine, with a local moto server as AWS.
 
 Starts a moto server (the embedded default AWS), creates the queue, dead-letter queue, table
-and bucket through the package's CLI, starts a worker and the web app, submits a few jobs,
-prints the URL and the job board's counts, and stops everything on Ctrl-C.
+and bucket through the package's CLI, starts a worker and the web app (gunicorn), submits a few
+jobs, prints the URL and the job board's counts, and stops everything on Ctrl-C.
+``DEMO_FLOWER=1`` also starts Flower on port 5555 (remote control and task events are on).
 
 Against real AWS: set ``DEMO_AWS=1`` plus ``AWS_REGION`` (and ``DEMO_QUEUE``, ``DEMO_TABLE``,
 ``DEMO_BUCKET`` if you want other names); credentials come from your usual AWS profile. The
@@ -25,7 +26,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".demo"
-APP = "example_project.tasks"
+APP = "example_project.make_celery"  # Flask's Celery pattern: the worker's entry point
+WEB = ["gunicorn", "-c", "python:example_project.gunicorn_conf", "example_project:create_app()"]
 
 
 def free_port() -> int:
@@ -43,6 +45,7 @@ def base_environment(endpoint: str | None) -> dict[str, str]:
         "DEMO_TABLE": os.environ.get("DEMO_TABLE", "digits-results"),
         "DEMO_BUCKET": os.environ.get("DEMO_BUCKET", "digits-payloads"),
         "SQS_DDB_REMOTE_CONTROL": "true",  # celery inspect/control over SNS (README: Remote control)
+        "SQS_DDB_EVENTS": "true",  # task events over SNS, for Flower (workers run with -E)
     }
     if endpoint:
         env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -50,12 +53,21 @@ def base_environment(endpoint: str | None) -> dict[str, str]:
     return env
 
 
-def services(web_port: int) -> dict[str, list[str]]:
-    """The long-running processes, by the names docker-compose.yml gives them."""
-    return {
-        "worker": ["celery", "-A", APP, "worker", "--loglevel", "INFO", "--concurrency", "2"],
-        "web": ["python", "-m", "example_project.web"],
+def services(flower: bool = False) -> dict[str, list[str]]:
+    """The long-running processes, by the names docker-compose.yml gives them (Flower: optional,
+    ``DEMO_FLOWER=1 make demo`` or ``docker compose --profile flower up``)."""
+    out = {
+        "worker": ["celery", "-A", APP, "worker", "--loglevel", "INFO", "--concurrency", "2", "-E"],
+        "web": WEB,
     }
+    if flower:
+        out["flower"] = flower_command()
+    return out
+
+
+def flower_command(port: int = 5555) -> list[str]:
+    """Flower over this package's remote control and events (both on in the demo environment)."""
+    return ["celery", "-A", APP, "flower", f"--port={port}"]
 
 
 def setup_commands() -> list[list[str]]:
@@ -74,6 +86,8 @@ def _expand(command: list[str], env: dict[str, str]) -> list[str]:
         return [sys.executable, "-m", "celery", *out[1:]]
     if out[0] == "python":
         return [sys.executable, *out[1:]]
+    if out[0] == "gunicorn":
+        return [sys.executable, "-m", "gunicorn", *out[1:]]
     return out
 
 
@@ -111,6 +125,10 @@ def main() -> int:
         return proc
 
     def stop_all(*_: Any) -> None:
+        # A second Ctrl-C or SIGTERM must not abort the cleanup: the children run in sessions of
+        # their own (no terminal signal reaches them), so an aborted stop would leave them running.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _, proc in reversed(processes):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -139,13 +157,15 @@ def main() -> int:
             print("  " + done.stdout.strip().splitlines()[-1])
         web_port = int(os.environ.get("DEMO_WEB_PORT") or free_port())
         env["DEMO_WEB_PORT"] = str(web_port)
-        for name, command in services(web_port).items():
+        flower = os.environ.get("DEMO_FLOWER") == "1"
+        for name, command in services(flower).items():
             start(name, _expand(command, env), env)
         url = f"http://127.0.0.1:{web_port}"
-        wait_http(f"{url}/api/samples", 60, processes[-1][1])
+        wait_http(f"{url}/healthz", 60, dict(processes)["web"])
         print(f"worker started (log: {STATE / 'worker.log'})")
         submit_jobs(url)
-        print(f"\nOpen {url} (submit digits) and {url}/jobs (job board). Ctrl-C stops everything.")
+        print(f"\nOpen {url} (submit digits) and {url}/jobs (job board)"
+              + (", Flower on http://127.0.0.1:5555" if flower else "") + ". Ctrl-C stops everything.")
         while all(proc.poll() is None for _, proc in processes):
             time.sleep(5)
             print("job board:", json.loads(urllib.request.urlopen(f"{url}/api/counts").read()))

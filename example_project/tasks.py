@@ -1,13 +1,13 @@
 """Digits classifier tasks: ordinary Celery tasks running real inference with scikit-learn.
 
-The model is trained on the 8x8 digits data set that ships with scikit-learn (no download),
-once per machine, and cached in ``example_project/.model``. Configuration comes from the
-environment so the same image runs under ``make demo``, docker-compose and ECS:
+Tasks are ``@shared_task`` as in Flask's Celery pattern: they belong to whichever Celery app is
+current, here the one ``example_project.celery_init_app`` builds. The model is trained on the 8x8
+digits data set that ships with scikit-learn (no download), once per machine, and cached in
+``DEMO_MODEL_DIR`` (default ``example_project/.model``; the image bakes it into ``/opt/model``,
+outside the ``/tmp`` volume of the Terraform worker).
 
-- ``AWS_REGION`` (default eu-west-1) and, locally, ``AWS_ENDPOINT_URL`` (the moto server);
-- ``DEMO_QUEUE`` / ``DEMO_QUEUE_URL``, ``DEMO_DLQ`` / ``DEMO_DLQ_URL``: the SQS queue and its
-  dead-letter queue (names are resolved to URLs once per process);
-- ``DEMO_TABLE``: the DynamoDB results table; ``DEMO_BUCKET``: the payload bucket (optional).
+``celery -A example_project.tasks worker`` (the Terraform worker module's default ``app``) works
+too: this module's ``app`` attribute is the Celery app of ``example_project.make_celery``.
 """
 
 from __future__ import annotations
@@ -18,41 +18,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
-
-import celery_sqs_ddb
+from celery import shared_task
 
 MODEL_DIR = Path(os.environ.get("DEMO_MODEL_DIR", Path(__file__).resolve().parent / ".model"))
 PIXELS = 64
 MAX_PIXEL = 16
 
 
-def make_app() -> Celery:
-    env = os.environ
-    region = env.get("AWS_REGION", "eu-west-1")
-    endpoint = env.get("AWS_ENDPOINT_URL") or None
-    queue = env.get("DEMO_QUEUE", "digits-jobs.fifo")
-    queues: Any = {queue: env["DEMO_QUEUE_URL"]} if env.get("DEMO_QUEUE_URL") else [queue]
-    app = Celery("example_project")
-    app.conf.update(celery_sqs_ddb.broker_settings(
-        queues, region=region, endpoint_url=endpoint,
-        dead_letter_queue=env.get("DEMO_DLQ_URL") or env.get("DEMO_DLQ") or None,
-        s3_bucket=env.get("DEMO_BUCKET") or None,
-        visibility_timeout=int(env.get("DEMO_VISIBILITY_TIMEOUT", "60")),
-        wait_time_seconds=int(env.get("DEMO_WAIT_SECONDS", "20")),
-    ))
-    query = f"region={region}" + (f"&endpoint_url={endpoint}" if endpoint else "")
-    app.conf.result_backend = f"ddb://{env.get('DEMO_TABLE', 'digits-results')}?{query}"
-    app.conf.result_extended = True
-    app.conf.result_expires = int(env.get("DEMO_RESULT_EXPIRES", str(2 * 86400)))
-    # The job board lists queued jobs, and the web API tells a queued job from an unknown id:
-    # one QUEUED row per delay() (one more write per task; submit_many writes them in batches).
-    app.conf.sqs_ddb_track_queued = True
-    celery_sqs_ddb.configure(app)
-    return app
+def __getattr__(name: str) -> Any:
+    """``app``: the Celery app, created on first use (``celery -A example_project.tasks``)."""
+    if name == "app":
+        from example_project.make_celery import celery_app
 
+        return celery_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-app = make_app()
 
 _model = None
 _model_lock = threading.Lock()
@@ -73,22 +53,35 @@ def train(seed: int = 0) -> tuple[Any, float]:
     return model, float(model.score(x_test, y_test))
 
 
+def model_path(directory: Path | None = None) -> Path:
+    return (directory or MODEL_DIR) / "digits-logreg.joblib"
+
+
+def bake(directory: Path | None = None) -> Path:
+    """Train and save the model (the image runs this at build time: ``python -m example_project.tasks``)."""
+    import joblib
+
+    path = model_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trained, accuracy = train()
+    tmp = path.with_suffix(".tmp")
+    joblib.dump(trained, tmp)
+    tmp.replace(path)
+    print(f"model saved to {path} (held-out accuracy {accuracy:.3f})")
+    return path
+
+
 def model() -> Any:
-    """The cached classifier (trained on first use, then loaded from MODEL_DIR)."""
+    """The cached classifier (loaded from MODEL_DIR; trained and saved there on first use if missing)."""
     global _model
     with _model_lock:
         if _model is None:
             import joblib
 
-            path = MODEL_DIR / "digits-logreg.joblib"
-            if path.exists():
-                _model = joblib.load(path)
-            else:
-                _model, _ = train()
-                MODEL_DIR.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                joblib.dump(_model, tmp)
-                tmp.replace(path)
+            path = model_path()
+            if not path.exists():
+                bake()
+            _model = joblib.load(path)
     return _model
 
 
@@ -113,13 +106,13 @@ def _predict(values: list[float]) -> dict[str, Any]:
     return {"digit": digit, "confidence": round(float(probabilities.max()), 4)}
 
 
-@app.task(name="digits.predict", shared=False)  # one app per process: not a shared task
+@shared_task(name="digits.predict")
 def predict(image: list[float]) -> dict[str, Any]:
     """Classify one 8x8 digit (milliseconds). Bad input fails with a clear ValueError."""
     return _predict(validate(image))
 
 
-@app.task(bind=True, name="digits.predict_batch", shared=False)
+@shared_task(bind=True, name="digits.predict_batch")
 def predict_batch(self: Any, images: list[list[float]], seconds_per_image: float = 0.25) -> list[dict[str, Any]]:
     """Classify many digits, reporting PROGRESS ({done, total}) as it goes."""
     checked = [validate(image) for image in images]
@@ -138,3 +131,7 @@ def samples(count: int = 10, offset: int = 0) -> list[dict[str, Any]]:
     digits = load_digits()
     picks = range(offset, offset + count)
     return [{"label": int(digits.target[i]), "image": [int(v) for v in digits.data[i]]} for i in picks]
+
+
+if __name__ == "__main__":
+    bake()
