@@ -34,7 +34,7 @@ RUNTIME_ACTIONS: dict[str, frozenset[str]] = {
         "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueAttributes", "GetQueueUrl",
     }),
     "s3": frozenset({"PutObject", "GetObject", "DeleteObject"}),
-    # Not a boto3 call: the ECS agent's task-protection endpoint (celery_sqs_ddb.fargate), which
+    # Not a boto3 call: the ECS agent's task-protection endpoint (celery_sqs_ddb.worker.ecs), which
     # ECS authorizes as ecs:UpdateTaskProtection with the task role.
     "ecs": frozenset({"UpdateTaskProtection"}),
 }

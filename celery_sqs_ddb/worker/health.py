@@ -1,7 +1,11 @@
 """The health file: touched from the consumer's event loop, so a stuck loop makes it stale.
 
-``celery -A app sqs-ddb healthcheck`` (or any probe that stats the file) is the container health
-check: healthy while the file was touched within 6 × ``sqs_ddb_health_interval`` seconds.
+The container health check is ``python -m celery_sqs_ddb.worker.health`` (what the Terraform
+worker module runs: it does not import the application, so a heavy import such as a model cannot
+make a busy worker look unhealthy; it reads the settings from the environment,
+``SQS_DDB_HEALTH_FILE`` / ``SQS_DDB_HEALTH_INTERVAL``) or ``celery -A app sqs-ddb healthcheck``
+(imports the app, reads its settings too): healthy while the file was touched within
+6 × ``sqs_ddb_health_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -38,3 +42,15 @@ def healthy(settings: Settings, now: float | None = None) -> tuple[bool, str]:
     if age > limit:
         return False, f"{path} is {age:.0f} s old (limit {limit:.0f} s): the consumer loop is stuck"
     return True, f"{path} touched {age:.1f} s ago"
+
+
+def main() -> int:
+    """The container probe: exit 0 while the health file is fresh, 1 otherwise (settings from the
+    environment, the application not imported)."""
+    ok, detail = healthy(Settings.read())
+    print(("healthy: " if ok else "unhealthy: ") + detail)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

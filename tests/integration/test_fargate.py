@@ -95,9 +95,13 @@ def test_exit_when_idle_exits_zero_after_the_queue_drains(stack, client_app, wor
 
 
 def healthcheck(env):
-    return subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.basic", "sqs-ddb", "healthcheck"],
-                          env=dict(os.environ, PYTHONPATH=str(ROOT), **env), cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=60)
+    """Both probes: the CLI (imports the app) and the container's (does not); they must agree."""
+    run = dict(env=dict(os.environ, PYTHONPATH=str(ROOT), **env), cwd=str(ROOT), capture_output=True, text=True,
+               timeout=60)
+    cli = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.basic", "sqs-ddb", "healthcheck"], **run)
+    probe = subprocess.run([sys.executable, "-m", "celery_sqs_ddb.worker.health"], **run)
+    assert (probe.returncode, probe.stdout.split(":")[0]) == (cli.returncode, cli.stdout.split(":")[0]), (cli, probe)
+    return cli
 
 
 def test_healthcheck_follows_the_consumer(stack, workers, tmp_path):

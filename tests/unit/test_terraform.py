@@ -192,7 +192,7 @@ def test_worker_module_drains_checks_health_and_has_no_static_keys():
     variables = blocks(MODULES / "worker", "variable")
     assert variables["stop_timeout"]["default"] == 120
     main = (MODULES / "worker" / "main.tf").read_text()
-    assert '"sqs-ddb", "healthcheck"' in main and "stopTimeout" in main and "REMAP_SIGTERM" in main
+    assert '"-m", "celery_sqs_ddb.worker.health"' in main and "stopTimeout" in main and "REMAP_SIGTERM" in main
     assert "ignore_changes = [desired_count]" in main
     for path in ALL_TF:
         text = path.read_text()

@@ -124,7 +124,7 @@ resource "aws_ecs_task_definition" "this" {
     linuxParameters        = { initProcessEnabled = true }
     resourceRequirements   = var.gpu_count > 0 ? [{ type = "GPU", value = tostring(var.gpu_count) }] : null
     healthCheck = {
-      command     = ["CMD", "celery", "-A", var.app, "sqs-ddb", "healthcheck"]
+      command     = ["CMD", "python", "-m", "celery_sqs_ddb.worker.health"] # the app is not imported
       interval    = 30
       timeout     = 10
       retries     = 3
