@@ -24,6 +24,12 @@ def dlq_count(stack: Any) -> int:
     return sum(int(v) for v in attrs["Attributes"].values())
 
 
+def queue_drained(stack: Any) -> bool:
+    attrs = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return sum(int(v) for v in attrs.values()) == 0
+
+
 def receives(stack: Any, task_id: str) -> int:
     """The SQS receive count of the delivery that ran the task (from its claim)."""
     return schema.attempt_of(stack.item(task_id)["claim_key"])[2]
@@ -183,3 +189,17 @@ def test_revoking_a_task_running_on_another_worker_leaves_it_to_that_worker(stac
     release.write_text("go")
     assert running.get(timeout=30) == "elsewhere"  # its real result is recorded
     assert running.state == "SUCCESS"
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_the_claim_runs_in_every_pool(stack, workers, monkeypatch, effects, pool):
+    app = make_client_app(stack, monkeypatch)
+    workers(stack.env(SIDE_EFFECTS=effects), concurrency=1 if pool == "solo" else 2,
+            extra_args=("--pool", pool)).wait_ready()
+    first = app.tasks["tests.effect"].delay(f"{pool}-1")
+    assert first.get(timeout=30) == f"{pool}-1"
+    item = stack.item(first.id)
+    assert item["status"] == "SUCCESS" and schema.attempt_of(item["claim_key"]) == (0, 0, 1)  # claimed
+    app.tasks["tests.effect"].apply_async((f"{pool}-1",), task_id=first.id)  # a duplicate after SUCCESS
+    wait_until(lambda: queue_drained(stack), 30, "the duplicate handled and deleted")
+    assert len(effects_of(effects, f"{pool}-1")) == 1  # the claim refused the duplicate
