@@ -11,6 +11,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .api import broker_settings, configure, jobs, revoke  # noqa: E402
-from .submit import submit_many  # noqa: E402
+from .submit import batched, submit_many  # noqa: E402
 
-__all__ = ["__version__", "broker_settings", "configure", "jobs", "revoke", "submit_many"]
+__all__ = ["__version__", "batched", "broker_settings", "configure", "jobs", "revoke", "submit_many"]

@@ -9,8 +9,9 @@ OpenTelemetry hook into (``before_task_publish``/``after_task_publish``) behave 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from celery.canvas import Signature
@@ -33,6 +34,26 @@ def _signature(task: Any, item: Any) -> Signature:
     if isinstance(item, (list, tuple)):
         return task.s(*item)
     return task.s(item)
+
+
+@contextlib.contextmanager
+def batched(app: Any) -> Iterator[Any]:
+    """Send every task message published in this block, from this thread, with SendMessageBatch
+    when the block ends (10 a call), and yield a producer to pass along::
+
+        with celery_sqs_ddb.batched(app):
+            result = group(add.s(i, i) for i in range(100)).apply_async()
+
+    Celery publishes each task as usual (routes, options, publish signals); only the SQS calls
+    are batched, so nothing is on the queue before the block ends, and a failed send raises at
+    its end. On another transport the block changes nothing.
+    """
+    from .transport import Channel
+
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        with channel.batching() if isinstance(channel, Channel) else contextlib.nullcontext():
+            yield producer
 
 
 def submit_many(task: Any, items: Iterable[Any], *, queue: str | None = None, progress: bool = True,
@@ -69,8 +90,8 @@ def submit_many(task: Any, items: Iterable[Any], *, queue: str | None = None, pr
             if rows:
                 backend.queue_rows((tid, sig.task, sig.options.get("queue") or queue) for tid, sig in
                                    zip(ids, chunk, strict=True))
-            with channel.batching() if isinstance(channel, Channel) else _nothing():
-                with backend.no_queued_rows() if ours else _nothing():  # written above, in bulk
+            with channel.batching() if isinstance(channel, Channel) else contextlib.nullcontext():
+                with backend.no_queued_rows() if ours else contextlib.nullcontext():  # written above, in bulk
                     for index, (tid, sig) in enumerate(zip(ids, chunk, strict=True), start=start):
                         sent = {**options, **sig.options, "task_id": tid, "group_index": index}
                         sig.apply_async(producer=producer, **sent)
@@ -93,14 +114,6 @@ class BatchGroupResult(GroupResult):
         return super().join(timeout=timeout, propagate=propagate, interval=interval, callback=callback,
                             no_ack=no_ack, on_message=on_message, disable_sync_subtasks=disable_sync_subtasks,
                             on_interval=on_interval)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _progress(total: int, enabled: bool, name: str) -> Any:

@@ -35,6 +35,9 @@ from .polling import CurlClient, Polling, QoS
 
 logger = get_logger(__name__)
 
+#: The messages of this thread's open ``Channel.batching()`` block, by queue (None: not batching).
+_BATCH = threading.local()
+
 #: Visibility of a message a task rejected with ``Reject(requeue=True)``: back soon, not in a spin.
 REQUEUE_DELAY_SECONDS = 1
 
@@ -154,23 +157,20 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
 
     @contextlib.contextmanager
     def batching(self) -> Iterator[None]:
-        """Within this block, task messages published from this thread are sent together (with
-        SendMessageBatch) when it ends; an error of that send is raised there."""
-        if getattr(self._batch, "queues", None) is not None:  # already batching: the outer block sends
+        """Within this block, task messages published from this thread, through any channel of
+        this transport (a group acquires its own producer), are sent together with
+        SendMessageBatch when it ends; an error of that send is raised there."""
+        if getattr(_BATCH, "queues", None) is not None:  # already batching: the outer block sends
             yield
             return
-        self._batch.queues = defaultdict(list)
+        _BATCH.queues = defaultdict(list)
         try:
             yield
-            queues = self._batch.queues
+            queues = _BATCH.queues
         finally:
-            self._batch.queues = None
+            _BATCH.queues = None
         for queue, messages in queues.items():
             publish.send_batches(self._client_for(queue), messages[0]["QueueUrl"], messages)
-
-    @cached_property
-    def _batch(self) -> threading.local:
-        return threading.local()
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         props = message.setdefault("properties", {})
@@ -180,7 +180,7 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
             self._give_back(queue, props["delivery_tag"], 0 if self._closing else REQUEUE_DELAY_SECONDS)
             return
         params = self.send_params(queue, message)
-        batch = getattr(self._batch, "queues", None)
+        batch = getattr(_BATCH, "queues", None)
         if batch is not None:
             batch[queue].append(params)
             return

@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,42 @@ def test_api_calls_per_task_for_submit_many_and_join(stack, client_app, workers,
     # and deletes ten at a time, join reads oldest-first; the budget is 2.5.
     assert counts.get("sqs:DeleteMessageBatch", 0) <= 30, counts
     assert per_task <= 2.5, counts
+
+
+def test_a_group_sent_inside_batched_uses_send_message_batch_and_fires_publish_signals(stack, client_app, workers,
+                                                                                      moto_server):
+    from celery import chord, group
+    from celery.signals import after_task_publish, before_task_publish
+
+    from celery_sqs_ddb import batched
+
+    workers(stack.env(TEST_PREFETCH=4), concurrency=2).wait_ready()
+    add = client_app.tasks["tests.add"]
+    published: list[tuple[str, str]] = []
+
+    def on_before(headers: Any = None, **kwargs: Any) -> None:
+        published.append(("before", headers["id"]))
+
+    def on_after(headers: Any = None, **kwargs: Any) -> None:
+        published.append(("after", headers["id"]))
+
+    before_task_publish.connect(on_before, weak=False)
+    after_task_publish.connect(on_after, weak=False)
+    try:
+        moto_server.reset_counts()
+        with batched(client_app):
+            result = group(add.s(i, i) for i in range(25)).apply_async()
+            calls = moto_server.counts()
+            assert calls.get("sqs:SendMessage", 0) == 0 and calls.get("sqs:SendMessageBatch", 0) == 0, calls
+        counts = moto_server.counts()
+    finally:
+        before_task_publish.disconnect(on_before)
+        after_task_publish.disconnect(on_after)
+    assert counts.get("sqs:SendMessageBatch", 0) == 3 and counts.get("sqs:SendMessage", 0) == 0, counts
+    ids = [r.id for r in result.results]
+    assert sorted(i for kind, i in published if kind == "before") == sorted(ids)  # Sentry/OTel hooks still fire
+    assert sorted(i for kind, i in published if kind == "after") == sorted(ids)
+    assert result.get(timeout=60) == [2 * i for i in range(25)]
+    with batched(client_app):
+        total = chord(add.s(i, 1) for i in range(12))(client_app.tasks["tests.tsum"].s())
+    assert total.get(timeout=60) == sum(i + 1 for i in range(12))
