@@ -237,3 +237,17 @@ def test_remote_control_off_makes_no_sns_call_and_says_how_to_enable_it(stack, w
     assert counts.get("sqs:SendMessage", 0) >= 1 and counts.get("sqs:CreateQueue", 0) == 0
     assert control_queues(stack) == []
     assert worker.stop() == 0
+
+
+def test_inspect_answers_within_celery_s_default_one_second_on_a_warm_worker(stack_factory, workers, monkeypatch):
+    stack = stack_factory()
+    env = control_env(stack)
+    app = make_client_app(stack, monkeypatch, TEST_TRANSPORT_OPTIONS=env["TEST_TRANSPORT_OPTIONS"])
+    workers(env, "w1").wait_ready()
+    name = f"w1@{HOST}"
+    wait_until(lambda: app.control.inspect(timeout=5).ping(), 30, "the worker answers")  # warm: queues exist
+    inspect = app.control.inspect()  # Celery's default timeout: 1 s
+    for method in ("ping", "stats", "report", "revoked", "registered", "active", "scheduled", "conf"):
+        replies = getattr(inspect, method)()
+        assert replies is not None and name in replies, method
+    assert "software -> celery:" in inspect.report()[name]["ok"]
