@@ -446,3 +446,36 @@ def test_a_straggler_is_read_less_and_less_often(backend, monkeypatch):
     assert list(backend.get_many(["slow"], max_iterations=64)) == []
     assert 6 <= len(reads) <= 10, reads  # rounds 0-2, then every 2, 4, 8, 16, 32 rounds: not 64 reads
     assert max(pauses) <= backend.settings.poll_max_interval
+
+
+def item_bytes(item: dict) -> int:
+    """DynamoDB's item size: attribute names plus values (numbers ~ digits/2 + 1)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        (kind, raw), = value.items()
+        if kind in ("S",):
+            size += len(raw.encode())
+        elif kind == "N":
+            size += len(raw.lstrip("-").replace(".", "")) // 2 + 1
+        elif kind == "B":
+            size += len(raw)
+        elif kind == "BOOL":
+            size += 1
+        else:
+            size += len(repr(raw))
+    return size
+
+
+def test_a_finished_task_item_stays_under_one_write_unit(backend):
+    """The common case bills 1 WRU per write: a finished add(1, 2) with result_extended is < 1 KB,
+    and its index row carries only the projected fields."""
+    backend.claim("small", attempt=schema.attempt_key(0, 0, 1), message_id="m" * 36, worker="celery@ip-10-0-1-17",
+                  task_name="tests.add", queue="celery")
+    backend.store_result("small", 3, states.SUCCESS, request=Request("small"))
+    item = raw_item("small")
+    assert item["status"]["S"] == "SUCCESS"
+    assert item_bytes(item) < 1024, (item_bytes(item), item)  # measured: see docs/benchmarks.md
+    index_row = {k: v for k, v in item.items()
+                 if k in (*schema.INDEX_PROJECTION, "task_id", schema.STATUS_SHARD, schema.UPDATED_AT)}
+    assert item_bytes(index_row) < 300, index_row
