@@ -6,7 +6,7 @@ tested to grant exactly these. ``CONTROL_ACTIONS`` are called in addition only w
 control or events on (:mod:`celery_sqs_ddb.control`: per-process queues, their subscriptions,
 the broadcast topics); the worker role grants them, scoped to the control queues and topics,
 only when the queue module's topics are wired in. ``ADMIN_ACTIONS`` are called only by the
-``sqs-ddb`` CLI (create-table, create-queue, doctor) run by an operator, or to create the
+``sqs-ddb`` CLI (create-table, create-queue, doctor) or `celery purge` run by an operator, or to create the
 topics by name where no ARN is configured (local development).
 """
 
@@ -67,7 +67,7 @@ CONTROL_ACTIONS: dict[str, frozenset[str]] = {
 
 ADMIN_ACTIONS: dict[str, frozenset[str]] = {
     "dynamodb": frozenset({"CreateTable", "DescribeTable", "UpdateTimeToLive", "DescribeTimeToLive"}),
-    "sqs": frozenset({"CreateQueue"}),
+    "sqs": frozenset({"CreateQueue", "PurgeQueue"}),  # PurgeQueue: `celery purge`, control.purge()
     "s3": frozenset({"CreateBucket", "HeadBucket"}),
     "sts": frozenset({"GetCallerIdentity"}),
     "sns": frozenset({"CreateTopic"}),

@@ -245,3 +245,14 @@ def test_a_group_sent_inside_batched_uses_send_message_batch_and_fires_publish_s
     with batched(client_app):
         total = chord(add.s(i, 1) for i in range(12))(client_app.tasks["tests.tsum"].s())
     assert total.get(timeout=60) == sum(i + 1 for i in range(12))
+
+
+def test_purge_twice_within_a_minute_deletes_what_it_can_receive(stack, client_app):
+    for i in range(3):
+        client_app.tasks["tests.add"].delay(i, i)
+    assert client_app.control.purge() >= 3  # SQS PurgeQueue
+    for i in range(4):
+        client_app.tasks["tests.add"].delay(i, i)
+    assert client_app.control.purge() == 4  # within 60 s: PurgeQueueInProgress, so receive + delete
+    attrs = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "0"
