@@ -14,7 +14,7 @@ PACKAGE = Path(aws.__file__).parent
 
 #: Calls made by kombu's SQS Channel code that our Channel inherits (not visible in our source).
 INHERITED = {
-    "sqs": {"ReceiveMessage", "GetQueueAttributes", "DeleteMessage", "ChangeMessageVisibility"},
+    "sqs": {"ReceiveMessage", "GetQueueAttributes", "DeleteMessage", "ChangeMessageVisibility", "PurgeQueue"},
     "sns": {"Publish"},  # kombu's SNS fanout publish, through Channel._put_fanout
 }
 
