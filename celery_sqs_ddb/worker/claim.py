@@ -146,8 +146,14 @@ class Claimer:
         logger.info("Skipping task %s[%s]: %s", task.name, task_id, conflict)
         status = conflict.item.get(schema.STATUS)
         if request.get("chord") and request.get("group") and status in celery_states.READY_STATES:
-            meta = self.backend.get_task_meta(task_id, cache=False)
-            self.backend.on_chord_part_return(Context(request, id=task_id), status, meta.get("result"))
+            try:
+                meta = self.backend.get_task_meta(task_id, cache=False)
+                self.backend.on_chord_part_return(Context(request, id=task_id), status, meta.get("result"))
+            except Exception as exc:  # the count must not be lost with the ack: hold and try again
+                if not is_ours(exc):
+                    raise
+                return _outcome(ClaimDeferred(f"counting chord part {task_id} in {self.backend.table.where()} "
+                                              f"failed: {_cause(exc)}"))
         return _outcome(Ignore(f"task {task_id} is {status or 'held elsewhere'}"))
 
 
