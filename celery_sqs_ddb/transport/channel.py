@@ -92,12 +92,16 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
     @property
     def get_message_attributes(self) -> dict[str, Any]:
         """kombu's attributes to fetch, plus MessageGroupId (the FIFO gate needs it), whatever the
-        user's ``fetch_message_attributes`` asked for."""
+        user's ``fetch_message_attributes`` asked for. "All" in any case is sent as SQS spells it
+        (kombu turns ``["All"]`` into ``["ALL"]``, which SQS does not take for all)."""
         attributes = dict(super().get_message_attributes)
-        system = list(attributes.get("MessageSystemAttributeNames") or [])
-        if not any(name.lower() == "all" for name in system):
-            system = sorted(set(system) | {"ApproximateReceiveCount", "MessageGroupId"})
-        attributes["MessageSystemAttributeNames"] = system
+        for key, needed in (("MessageSystemAttributeNames", {"ApproximateReceiveCount", "MessageGroupId"}),
+                            ("MessageAttributeNames", set())):
+            names = [str(name) for name in attributes.get(key) or []]
+            if any(name.lower() == "all" for name in names):
+                attributes[key] = ["All"]
+            elif names or needed:
+                attributes[key] = sorted(set(names) | needed)
         return attributes
 
     # ------------------------------------------------------------------ queues
