@@ -130,6 +130,21 @@ def test_missing_claim_check_object_dead_letters_only_its_message(stack_factory,
     assert worker.process.poll() is None
 
 
+def test_fifo_group_goes_on_after_its_first_message_is_dead_lettered(stack_factory, workers, monkeypatch):
+    """The group's first message is dead-lettered on receipt (its claim-check is gone): the group's
+    next message, received in the same batch and held for the group, runs."""
+    stack = stack_factory(fifo=True, visibility_timeout=60)
+    app = make_client_app(stack, monkeypatch)
+    lost = app.tasks["tests.echo_len"].apply_async(("f" * 1_100_000,), message_group_id="user-7")
+    follower = app.tasks["tests.add"].apply_async((20, 22), message_group_id="user-7")
+    (key,) = message_objects(stack)
+    stack.s3.delete_object(Bucket=stack.bucket, Key=key)
+    worker = workers(stack.env(TEST_PREFETCH=10)).wait_ready()
+    assert follower.get(timeout=30) == 42, worker.output()[-3000:]
+    (dead,) = dead_letters(stack, 1)
+    assert "no longer exists" in reason(dead) and lost.state == states.PENDING
+
+
 def test_untrusted_claim_check_pointers_are_poison_and_nothing_there_is_read_or_deleted(stack, client_app,
                                                                                       workers):
     other = f"other-{uuid.uuid4().hex[:8]}"

@@ -364,3 +364,51 @@ def test_result_and_children_together_over_the_item_limit_are_stored(stack, monk
     meta = backend.get_task_meta("both", cache=False)
     assert meta["status"] == states.SUCCESS and meta["result"] == "r" * 300_000
 
+
+
+# --------------------------------------------------------------------------- 4. claim-checks S3 will not give
+
+
+def receive_all(stack: Any, count: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while len(messages) < count:
+        messages += stack.sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                              MessageSystemAttributeNames=["All"]).get("Messages", [])
+    return messages
+
+
+@pytest.mark.parametrize("failure", ["S3 500 after retries", "403 (a role without s3:ListBucket)"])
+def test_claim_check_s3_will_not_give_holds_only_that_message(stack, monkeypatch, moto_server, failure, caplog):
+    """Not the message's fault (an S3 outage, a 403): it is not dead-lettered and the rest of its
+    receive batch is delivered; it comes back after CLAIM_CHECK_RETRY_SECONDS."""
+    from botocore.exceptions import ClientError as BotoClientError
+
+    from celery_sqs_ddb.transport.channel import CLAIM_CHECK_RETRY_SECONDS
+
+    monkeypatch.setenv("SQS_DDB_MAX_ATTEMPTS", "1")  # no botocore retries of the refused GetObject
+    app = make_client_app(stack, monkeypatch)  # through the counting proxy, which can refuse calls
+    big = app.tasks["tests.echo_len"].delay("b" * 1_100_000)
+    small = [app.tasks["tests.add"].delay(i, i) for i in range(2)]
+    raw = receive_all(stack, 3)
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        if failure.startswith("403"):
+            def refused(**kwargs: Any) -> Any:
+                raise BotoClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                                       "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+
+            monkeypatch.setattr(channel.payloads.client, "get_object", refused)
+        else:
+            moto_server.inject("s3:GET", "InternalServerError", 30)
+        try:
+            delivered = channel._messages_to_python(raw, stack.queue)
+        finally:
+            moto_server.clear_injections()
+            channel.housekeeper.stop()
+    assert sorted(d["headers"]["id"] for d in delivered) == sorted(r.id for r in small)
+    assert big.id not in {d["headers"]["id"] for d in delivered}
+    assert f"received again in {CLAIM_CHECK_RETRY_SECONDS} s" in caplog.text
+    assert stack.dlq_messages(wait=0) == []  # not the message's fault: not dead-lettered
+    attrs = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "3"  # the claim-check waits, in flight
+    assert stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix="celery/messages/")["KeyCount"] == 1  # kept
