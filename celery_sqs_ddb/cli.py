@@ -41,6 +41,17 @@ def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+class Command(CeleryCommand):
+    """An ``sqs-ddb`` command: a bad option value (``--since yesterday``) is one line and exit
+    status 1, like every other configuration error, instead of click's usage text and status 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.BadParameter as exc:
+            raise click.ClickException(exc.format_message()) from exc
+
+
 def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
@@ -60,7 +71,7 @@ def sqs_ddb(ctx: click.Context) -> None:
     """SQS + DynamoDB tools: create-table, create-queue, create-bucket, doctor, jobs, status, cleanup."""
 
 
-@sqs_ddb.command(name="create-table", cls=CeleryCommand)
+@sqs_ddb.command(name="create-table", cls=Command)
 @click.option("--wait/--no-wait", default=True, help="Wait until the table is ACTIVE.")
 @click.pass_context
 @clear_errors
@@ -91,7 +102,7 @@ def _ttl_enabled(ddb: Any, table: str) -> bool:
     return desc.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and desc.get("AttributeName") == schema.TTL_ATTRIBUTE
 
 
-@sqs_ddb.command(name="create-queue", cls=CeleryCommand)
+@sqs_ddb.command(name="create-queue", cls=Command)
 @click.argument("name")
 @click.option("--dead-letter", "dead_letter", default=None, help="Dead-letter queue name (created too).")
 @click.option("--visibility-timeout", default=60, show_default=True, type=click.IntRange(0, 43200))
@@ -119,7 +130,7 @@ def create_queue(ctx: click.Context, name: str, dead_letter: str | None, visibil
     ctx.obj.echo(f"queue {name}: {url}")
 
 
-@sqs_ddb.command(name="create-bucket", cls=CeleryCommand)
+@sqs_ddb.command(name="create-bucket", cls=Command)
 @click.argument("name", required=False)
 @click.pass_context
 @clear_errors
@@ -141,7 +152,7 @@ def create_bucket(ctx: click.Context, name: str | None) -> None:
     ctx.obj.echo(f"bucket {name}: ready")
 
 
-@sqs_ddb.command(cls=CeleryCommand)
+@sqs_ddb.command(cls=Command)
 @click.pass_context
 @clear_errors
 def doctor(ctx: click.Context) -> None:
@@ -230,7 +241,7 @@ def _check_queue(app: Any, url: str) -> str:
             f"{attrs.get('ApproximateNumberOfMessagesNotVisible', '?')} in flight")
 
 
-@sqs_ddb.command(cls=CeleryCommand)
+@sqs_ddb.command(cls=Command)
 @click.option("--status", default="STARTED", show_default=True,
               type=click.Choice(["QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"],
                                 case_sensitive=False))
@@ -252,8 +263,8 @@ def jobs(ctx: click.Context, status: str, limit: int, since: str | None, cursor:
     while True:
         try:
             found, cursor = list_jobs(ctx.obj.app, status, since=since, limit=limit, cursor=cursor)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from exc
+        except ValueError as exc:  # a status or cursor the listing does not accept
+            raise click.ClickException(str(exc)) from exc
         count += len(found)
         for job in found:
             if as_json:
@@ -267,7 +278,7 @@ def jobs(ctx: click.Context, status: str, limit: int, since: str | None, cursor:
         ctx.obj.echo(f"{count} job(s)" + (f"; next page: --cursor '{cursor}'" if cursor else ""))
 
 
-@sqs_ddb.command(cls=CeleryCommand)
+@sqs_ddb.command(cls=Command)
 @click.pass_context
 @clear_errors
 def healthcheck(ctx: click.Context) -> None:
@@ -282,7 +293,7 @@ def healthcheck(ctx: click.Context) -> None:
     sys.exit(0 if ok else 1)
 
 
-@sqs_ddb.command(cls=CeleryCommand)
+@sqs_ddb.command(cls=Command)
 @click.argument("task_id")
 @click.pass_context
 @clear_errors
@@ -294,7 +305,7 @@ def status(ctx: click.Context, task_id: str) -> None:
     ctx.obj.echo(json.dumps(out, default=str, indent=2))
 
 
-@sqs_ddb.command(cls=CeleryCommand)
+@sqs_ddb.command(cls=Command)
 @click.option("--stale-after", type=click.FloatRange(0, None), default=None, metavar="SECONDS",
               help="Remove control queues not refreshed for this long (default: sqs_ddb_control_stale_after).")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")

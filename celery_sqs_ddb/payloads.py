@@ -18,7 +18,8 @@ from .config import Settings
 from .exceptions import ClaimCheckMissing, UntrustedPointer
 
 POINTER_PREFIX = "s3://"
-#: S3's answers for a key that does not exist (404; NoSuchKey; 403 where the role may not list).
+#: S3's answers for a key that does not exist (404, NoSuchKey). Without s3:ListBucket on the bucket
+#: S3 answers 403 AccessDenied instead, which stays a permission error (the worker role grants it).
 _MISSING = ("NoSuchKey", "404", "NotFound")
 
 

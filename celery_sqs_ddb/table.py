@@ -344,16 +344,24 @@ class TaskTable:
             "ExpressionAttributeNames": names, "ExpressionAttributeValues": values, "ScanIndexForward": False,
             "Limit": page,
         }
+        # Rows with the same updated_at (QUEUED rows written in one batch) come in an order DynamoDB
+        # does not define: they are held until the time changes and yielded by task id, descending,
+        # the order the merge and the cursor assume.
+        ties: list[dict[str, Any]] = []
         while True:
             response = self.call("Query", "query", **params)
             for raw in response.get("Items", []):
                 item = item_to_python(raw)
                 if expired(item) or (after and (item[schema.UPDATED_AT], item[schema.TASK_ID]) >= after):
                     continue
-                yield {"task_id": item[schema.TASK_ID], "status": item[schema.STATUS_SHARD].split("#", 1)[0],
-                       "updated_at": item[schema.UPDATED_AT], "task_name": item.get(schema.TASK_NAME),
-                       "worker": item.get(schema.WORKER)}
+                if ties and ties[0]["updated_at"] != item[schema.UPDATED_AT]:
+                    yield from sorted(ties, key=lambda j: j["task_id"], reverse=True)
+                    ties = []
+                ties.append({"task_id": item[schema.TASK_ID], "status": item[schema.STATUS_SHARD].split("#", 1)[0],
+                             "updated_at": item[schema.UPDATED_AT], "task_name": item.get(schema.TASK_NAME),
+                             "worker": item.get(schema.WORKER)})
             if "LastEvaluatedKey" not in response:
+                yield from sorted(ties, key=lambda j: j["task_id"], reverse=True)
                 return
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 

@@ -24,7 +24,7 @@ from kombu.utils.objects import cached_property
 from .. import aws
 from ..config import Settings
 from ..control.channel import ControlChannelMixin
-from ..exceptions import ClaimCheckMissing, ConfigurationError
+from ..exceptions import ClaimCheckMissing, ConfigurationError, SqsDdbError
 from ..payloads import PayloadStore
 from . import publish
 from .deadletter import DeadLetters
@@ -40,6 +40,8 @@ _BATCH = threading.local()
 
 #: Visibility of a message a task rejected with ``Reject(requeue=True)``: back soon, not in a spin.
 REQUEUE_DELAY_SECONDS = 1
+#: Visibility of a message whose claim-check S3 would not give (an outage, a 403): tried again then.
+CLAIM_CHECK_RETRY_SECONDS = 30
 
 
 class Channel(Polling, ControlChannelMixin, SQS.Channel):
@@ -95,12 +97,16 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
     @property
     def get_message_attributes(self) -> dict[str, Any]:
         """kombu's attributes to fetch, plus MessageGroupId (the FIFO gate needs it), whatever the
-        user's ``fetch_message_attributes`` asked for."""
+        user's ``fetch_message_attributes`` asked for. "All" in any case is sent as SQS spells it
+        (kombu turns ``["All"]`` into ``["ALL"]``, which SQS does not take for all)."""
         attributes = dict(super().get_message_attributes)
-        system = list(attributes.get("MessageSystemAttributeNames") or [])
-        if not any(name.lower() == "all" for name in system):
-            system = sorted(set(system) | {"ApproximateReceiveCount", "MessageGroupId"})
-        attributes["MessageSystemAttributeNames"] = system
+        for key, needed in (("MessageSystemAttributeNames", {"ApproximateReceiveCount", "MessageGroupId"}),
+                            ("MessageAttributeNames", set())):
+            names = [str(name) for name in attributes.get(key) or []]
+            if any(name.lower() == "all" for name in names):
+                attributes[key] = ["All"]
+            elif names or needed:
+                attributes[key] = sorted(set(names) | needed)
         return attributes
 
     # ------------------------------------------------------------------ queues
@@ -222,12 +228,21 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
                 self.payloads.check(pointer)
                 text = bytes_to_str(self.payloads.get(pointer))
             except ClaimCheckMissing as exc:
-                self.dead_letters.move(message, q_url, queue_name, f"claim-check failed: {exc}")
+                self._poison(message, q_url, queue_name, f"claim-check failed: {exc}")
+                return None
+            except (SqsDdbError, ClientError, BotoCoreError, OSError) as exc:
+                # S3 failed or refused: ours, not the message's. Only this message (and its FIFO
+                # followers) waits; the rest of the receive goes on.
+                logger.warning("Could not read claim-check %s of message %s on %s: %s; it is received again in "
+                               "%d s (S3 answers 403, not 404, for a missing object when the role may not "
+                               "s3:ListBucket the bucket)", pointer, message.get("MessageId"), queue_name, exc,
+                               CLAIM_CHECK_RETRY_SECONDS)
+                self._give_back(queue_name, message["ReceiptHandle"], CLAIM_CHECK_RETRY_SECONDS)
                 return None
             payload = self._prepare_json_payload(text)
         if not isinstance(payload, dict) or not isinstance(payload.get("properties"), dict) or "body" not in payload:
-            self.dead_letters.move(message, q_url, queue_name,
-                                   "body is not a kombu/Celery message (invalid JSON or no properties/body)")
+            self._poison(message, q_url, queue_name,
+                         "body is not a kombu/Celery message (invalid JSON or no properties/body)")
             return None
         if queue_name in self._noack_queues:  # remote control: deleted on receipt, in batches
             queue = self._control_queue(queue_name)
@@ -244,6 +259,16 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
         info.update(redelivered=count > 1, sqs_claim_check=pointer, sqs_queue_name=queue_name)
         self.housekeeper.track(queue_name, q_url, message["ReceiptHandle"])
         return payload
+
+    def _poison(self, message: dict[str, Any], q_url: str, queue_name: str, reason: str) -> None:
+        """Dead-letter a received message before Celery sees it; its FIFO group goes on."""
+        self.dead_letters.move(message, q_url, queue_name, reason)
+        follower = self.gate.done(q_url, GroupGate.group_of(message), message["ReceiptHandle"])
+        if follower is not None:
+            if self.hub is not None:
+                self.hub.call_soon(self._deliver_follower, queue_name, q_url, follower)
+            else:
+                self._deliver_follower(queue_name, q_url, follower)
 
     def _admit(self, q_url: str, queue: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Track every received message; return those to deliver now (FIFO followers wait)."""

@@ -33,6 +33,9 @@ locals {
     "s3:GetObject",
     "s3:PutObject",
   ]
+  s3_missing_is_404_actions = [
+    "s3:ListBucket",
+  ]
   ecs_actions = [
     "ecs:UpdateTaskProtection",
   ]
@@ -222,6 +225,18 @@ data "aws_iam_policy_document" "task" {
       sid       = "Payloads"
       actions   = local.s3_actions
       resources = ["${statement.value}/*"]
+    }
+  }
+
+  # Not an API the code calls: with s3:ListBucket, S3 answers GetObject of a deleted or expired
+  # claim-check object with 404 NoSuchKey (the message is dead-lettered with its reason) instead of
+  # 403 AccessDenied (which reads as a permission error of the role and is not dead-lettered).
+  dynamic "statement" {
+    for_each = var.payload_bucket_arn == null ? [] : [var.payload_bucket_arn]
+    content {
+      sid       = "PayloadsMissingIs404"
+      actions   = local.s3_missing_is_404_actions
+      resources = [statement.value]
     }
   }
 
