@@ -137,17 +137,20 @@ class DynamoDBBackend(RunTracking, Chords, BaseBackend):
                               f"{self.serializer!r}: {exc}") from exc
         attr, value = self._store_big(task_id, schema.RESULT, encoded)
         sets = {**self._request_fields(request), attr: value}
-        if traceback:  # result and traceback share one item: together they stay under the threshold
-            used = len(value) if attr == schema.RESULT else 0
+        # result, traceback and children share one item: together they stay under the threshold
+        used = _inline_size(value) if attr == schema.RESULT else 0
+        if traceback:
             budget = max(1_024, self.settings.result_s3_threshold - used)
             if self.payloads is None and len(traceback.encode("utf-8")) > budget:
                 traceback = "... (traceback truncated; set sqs_ddb_s3_bucket to keep it whole)\n" + \
                     traceback.encode("utf-8")[-(budget - 100):].decode("utf-8", "ignore")
             tb_attr, tb_value = self._store_big(task_id, schema.TRACEBACK, traceback, budget)
             sets[tb_attr] = tb_value
+            used += _inline_size(tb_value) if tb_attr == schema.TRACEBACK else 0
         children = self.current_task_children(request)
         if children:
-            children_attr, children_value = self._store_big(task_id, schema.CHILDREN, self.encode(children))
+            budget = max(1_024, self.settings.result_s3_threshold - used)
+            children_attr, children_value = self._store_big(task_id, schema.CHILDREN, self.encode(children), budget)
             sets[children_attr] = children_value
         return sets
 
@@ -376,6 +379,10 @@ class DynamoDBBackend(RunTracking, Chords, BaseBackend):
 
     def __reduce__(self, args: tuple = (), kwargs: dict | None = None) -> Any:
         return super().__reduce__(args, {"url": self.url, **(kwargs or {})})
+
+
+def _inline_size(value: Any) -> int:
+    return len(value.encode("utf-8") if isinstance(value, str) else value)
 
 
 def _nesting(request: Any) -> int:

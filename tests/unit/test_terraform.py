@@ -215,10 +215,6 @@ def test_worker_module_drains_checks_health_and_has_no_static_keys():
         assert not re.search(r"AKIA[0-9A-Z]{12,}|aws_secret_access_key|secret_key\s*=", text), path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 16: the table module's payload_expiry_days (default 2) deletes claim-check objects while their "
-    "messages may still wait in the queue (default 4 days) and the DLQ (14 days); fixing the defaults is "
-    "outside the IAM change allowed here, and `sqs-ddb doctor` does not check it"))
 def test_payload_expiry_outlives_queue_and_dead_letter_retention():
     expiry_days = blocks(MODULES / "table", "variable")["payload_expiry_days"]["default"]
     queue_seconds = blocks(MODULES / "queue", "variable")["message_retention_seconds"]["default"]

@@ -15,7 +15,7 @@ module "table" {
   source = "../../modules/table"
 
   name                = "${var.name}-results"
-  payload_expiry_days = 2
+  payload_expiry_days = 18
 }
 
 module "worker" {

@@ -47,9 +47,9 @@ variable "payload_bucket_name" {
 }
 
 variable "payload_expiry_days" {
-  description = "Delete payload objects after this many days (match result_expires)"
+  description = "Delete payload objects after this many days: at least the queue's plus the DLQ's retention, so a waiting message keeps its claim-check body"
   type        = number
-  default     = 2
+  default     = 18 # outlives the queue (4 days) and its dead-letter queue (14 days): a held message keeps its body
 
   validation {
     condition     = var.payload_expiry_days >= 1
