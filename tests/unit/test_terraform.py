@@ -230,13 +230,15 @@ def test_producer_policy_grants_exactly_the_producer_actions():
     assert statements["Payloads"] == (aws.iam_actions({"s3": aws.PRODUCER_ACTIONS["s3"]}), True)  # with a bucket
     assert not always & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                          "ecs:UpdateTaskProtection"}
-    granted = {a for sid, (actions, _) in statements.items() if sid != "Keys" for a in actions}
+    assert statements["PayloadsMissingIs404"] == ({"s3:ListBucket"}, True)  # only with a payload bucket
+    granted = {a for sid, (actions, _) in statements.items() if sid not in ("Keys", "PayloadsMissingIs404")
+               for a in actions}
     needed = aws.iam_actions(aws.PRODUCER_ACTIONS) | aws.iam_actions(aws.CONTROL_ACTIONS) | aws.iam_actions(
         aws.PRODUCER_CONTROL_ACTIONS)
     assert granted == needed, (needed - granted, granted - needed)
     control = {sid for sid in statements if "Control" in sid}
     assert control == {"ControlQueues", "FindStaleControlQueues", "ControlTopics"}
-    assert all(statements[sid][1] for sid in control | {"Payloads"})  # only with the topics / the bucket
+    assert all(statements[sid][1] for sid in control | {"Payloads", "PayloadsMissingIs404"})  # only with the topics / the bucket
     assert statements["ControlQueues"][0] >= aws.iam_actions(aws.PRODUCER_CONTROL_ACTIONS)  # reply queues
     main = (MODULES / "producer" / "main.tf").read_text()
     assert 'var.control_queue_prefix, "-")}*"' in main  # scoped to <name>-ctl-* queues

@@ -76,6 +76,17 @@ data "aws_iam_policy_document" "this" {
     }
   }
 
+  # Not a call the code makes: with s3:ListBucket S3 answers a missing (expired) large result
+  # with 404 NoSuchKey, which the client reports as such, instead of 403.
+  dynamic "statement" {
+    for_each = var.payload_bucket_arn == null ? [] : [var.payload_bucket_arn]
+    content {
+      sid       = "PayloadsMissingIs404"
+      actions   = ["s3:ListBucket"]
+      resources = [statement.value]
+    }
+  }
+
   dynamic "statement" {
     for_each = var.control_queue_prefix == null ? [] : [local.control_queues_arn]
     content {
