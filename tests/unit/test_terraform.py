@@ -238,7 +238,7 @@ def test_producer_policy_grants_exactly_the_producer_actions():
     assert granted == needed, (needed - granted, granted - needed)
     control = {sid for sid in statements if "Control" in sid}
     assert control == {"ControlQueues", "FindStaleControlQueues", "ControlTopics"}
-    assert all(statements[sid][1] for sid in control | {"Payloads", "PayloadsMissingIs404"})  # only with the topics / the bucket
+    assert all(statements[sid][1] for sid in control | {"Payloads", "PayloadsMissingIs404"})  # topics / bucket
     assert statements["ControlQueues"][0] >= aws.iam_actions(aws.PRODUCER_CONTROL_ACTIONS)  # reply queues
     main = (MODULES / "producer" / "main.tf").read_text()
     assert 'var.control_queue_prefix, "-")}*"' in main  # scoped to <name>-ctl-* queues
