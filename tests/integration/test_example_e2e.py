@@ -263,7 +263,9 @@ def test_job_board_read_cost_per_refresh(example_stack, web, moto_server):
               "board_rows": board_rows, "index_row_bytes": max(row_bytes)}
     (ARTIFACTS / "job-board-cost.json").write_text(json.dumps(report, indent=1))
     assert counts_calls == {"dynamodb:Query": 16}, report  # 4 states x 4 shards, up to 101 rows each
-    assert board_calls == {"dynamodb:Query": 16}, report  # the same, up to 16 rows each; counts were cached
+    # the same, up to 16 rows each; counts were cached. A shard whose page ends inside a run of rows
+    # written in one batch (the same updated_at) reads one more page to order them exactly.
+    assert set(board_calls) == {"dynamodb:Query"} and 16 <= board_calls["dynamodb:Query"] <= 20, report
     assert shared_calls == {}, report  # every other tab within the cache's lifetime reads nothing
     assert max(row_bytes) < 300 and board_units == 8.0, report  # a 16-row page fits one 4 KB read unit
     readme = (ROOT / "README.md").read_text()  # the numbers the README states are these
