@@ -1,5 +1,5 @@
-"""``python -m moto.server`` on a free loopback port with the counting proxy in front
-(shared by the test fixtures and the benchmarks)."""
+"""``python -m moto.server`` on a free loopback port with the counting (and metering) proxy in
+front (shared by the test fixtures and the benchmarks)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,14 @@ class MotoServer:
         with urllib.request.urlopen(f"{self.url}/__counts") as response:
             return json.loads(response.read())["counts"]
 
+    def units(self) -> dict[str, float]:
+        """What AWS would bill since the last reset (see :class:`tests.fakes.aws_proxy.Meter`):
+        ``ddb:WRU`` (``ddb:WRU:table``, ``ddb:WRU:index``), ``ddb:RRU``, ``sqs:requests``, and per action."""
+        with urllib.request.urlopen(f"{self.url}/__counts") as response:
+            return json.loads(response.read())["units"]
+
     def reset_counts(self) -> None:
+        """Clears the call counts and the billed units."""
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/__reset", method="POST")).read()
 
     def faults(self, rate: float, seed: int = 0) -> None:
