@@ -628,3 +628,17 @@ def message_size(message: dict[str, Any], body: str = "MessageBody") -> int:
         size += len(str(attribute.get("StringValue", "")).encode("utf-8"))
         size += len(base64.b64decode(attribute["BinaryValue"])) if attribute.get("BinaryValue") else 0
     return size
+
+
+def main() -> None:
+    """``python -m tests.fakes.aws_proxy UPSTREAM_PORT``: the proxy in a process of its own (the
+    benchmarks, so the proxy's work does not share a GIL with the client); prints its port."""
+    import sys
+
+    proxy = Proxy(int(sys.argv[1]))
+    print(proxy.port, flush=True)
+    proxy.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
