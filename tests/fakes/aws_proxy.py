@@ -28,6 +28,7 @@ import json
 import math
 import random
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -73,6 +74,12 @@ class Proxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # headers and body go out in two writes: without this, Nagle's algorithm and the
+                # client's delayed ACK add ~40 ms to every answer
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, *args: object) -> None:
                 return
@@ -185,14 +192,27 @@ class Proxy:
 
     def upstream(self, method: str, path: str, headers: dict[str, str],
                  body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One request to moto: (status, headers, body)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.getheaders(), response.read()
-        finally:
-            conn.close()
+        """One request to moto: (status, headers, body), on a kept-alive connection of this thread
+        (a new one, and one more try, if moto closed it before answering)."""
+        for attempt in (1, 2):
+            conn = getattr(self.local, "conn", None)
+            reused = conn is not None
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                if response.will_close:
+                    conn.close()
+                    self.local.conn = None
+                return response.status, response.getheaders(), data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                self.local.conn = None
+                if not reused or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def upstream_json(self, action: str, request: dict[str, Any]) -> dict[str, Any]:
         """A DynamoDB call of the meter's own, straight to moto (not counted, not billed)."""
