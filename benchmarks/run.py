@@ -1,16 +1,27 @@
 """``make bench``: this package against stock Celery (kombu SQS + ``dynamodb://``), side by side
-in one run, on one moto server behind a counting proxy. Writes docs/benchmarks.md and
-docs/benchmarks.png.
+in one run, on one moto server behind the metering proxy (tests/fakes/aws_proxy.py, in a process
+of its own). Writes docs/benchmarks.md, docs/benchmarks.png, test-artifacts/bench.json and the
+measured tables of the README's "Cost per task" and "Benchmarks and chaos" sections.
 
-Scenarios (same worker count and concurrency for both flavours):
+Stock Celery is tuned as a performance-minded user would: prefetch 4 (and 1), 1 s long polls,
+``polling_interval`` 0.1 s, ``get(interval=0.05)`` for the round trip, one MessageGroupId per task
+on FIFO queues (``apply_async(MessageGroupId=...)``; kombu's default puts every message in group
+``default``). This package runs with ``broker_settings(...)`` defaults (20 s long polls) and
+``ddb://``, prefetch 4 and 1, claim ``strict`` (default) and ``redelivery`` (lean).
 
-1. throughput: 1,000 trivial tasks submitted then joined, standard and FIFO queue;
-2. latency: 200 sequential ``delay().get()`` round trips, p50/p90/p99;
-3. AWS calls per task by action and request cost per million tasks (list prices below);
-4. FIFO parallel efficiency: 2 workers x 1 process, 20 tasks of 0.5 s: ideal / measured;
-5. scale: 10,000 tasks through ``submit_many`` with 4 worker processes, worker RSS at start and end.
+Scenarios:
 
-Run a smaller version with ``BENCH_SCALE=0.2 make bench``.
+a. throughput of trivial tasks, 2 workers x 2 processes, prefetch 4 and 1: the queue is filled
+   first, then the workers start; tasks/s over the window where both workers run (task timestamps),
+   and the worker slot time per task beyond the task body;
+b. ``submit_many`` (stock: ``group().apply_async()``) + ``join()`` of 200 tasks, standard and
+   FIFO: AWS calls, write/read units and SQS requests per task, request cost per million tasks;
+c. ``delay()`` + ``get()`` round trip of a no-op task, 200 sequential: p50/p90, calls per round trip;
+d. FIFO, 2 workers x 1 process, 20 tasks of 0.5 s in 20 groups: measured vs ideal 5 s;
+e. lean mode (``claim="redelivery"``): scenario b's cost against stock's.
+
+``BENCH_SCALE=0.2 make bench`` runs a smaller version (task counts scaled, at least 10; d is not
+scaled). ``BENCH_NO_DOCS=1`` writes only test-artifacts/ (trial runs).
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import datetime
 import json
 import math
 import os
-import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,11 +46,12 @@ from tests.fakes.moto_server import MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+ARTIFACTS = ROOT / "test-artifacts"
 REGION = "eu-west-1"
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 
-#: AWS list prices used for the cost column (us-east-1, on-demand, checked 2026-11; requests
-#: beyond the free tier). SQS bills each 64 KiB chunk of a request as one request.
+#: AWS list prices (us-east-1, on-demand, requests beyond the free tier). SQS bills each 64 KiB
+#: chunk of a request's payload as one request.
 PRICES = {
     "sqs_standard_per_million": 0.40,
     "sqs_fifo_per_million": 0.50,
@@ -47,340 +59,356 @@ PRICES = {
     "ddb_read_unit_per_million": 0.125,
 }
 
+TARGETS = {
+    "throughput_ratio_p4": 2.0,   # a: >= 2x tuned stock at prefetch 4
+    "calls_per_task": 2.5,        # b: submit_many + join
+    "usd_per_million": 3.5,       # b: request cost per million tasks
+    "p50_ms": 50.0,               # c
+    "calls_per_round_trip": 8.0,  # c
+    "fifo_efficiency": 0.90,      # d
+    "fifo_seconds": 5.55,         # d
+}
+
+WORKERS, PROCESSES = 2, 2
+
 
 def n(count: int) -> int:
-    return max(10, int(count * SCALE))
+    return max(10, int(round(count * SCALE)))
 
 
-class Flavor:
-    def __init__(self, name: str, server: MotoServer, fifo: bool) -> None:
-        self.name = name
-        self.server = server
-        self.fifo = fifo
-        suffix = uuid.uuid4().hex[:6]
-        self.queue = f"bench-{name.replace('_', '-')}-{suffix}" + (".fifo" if fifo else "")
-        self.table = f"bench-{suffix}"
-        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=server.direct_url)
-        attributes = {"FifoQueue": "true"} if fifo else {}
-        self.url = sqs.create_queue(QueueName=self.queue, Attributes=attributes)["QueueUrl"]
-        self.url = self.url.replace(server.direct_url, server.url)
-        if name == "sqs_ddb":
-            from celery_sqs_ddb import schema
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
-            ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=server.direct_url)
-            ddb.create_table(**schema.create_table_request(self.table))
-        self.workers: list[subprocess.Popen] = []
 
-    def env(self, prefetch: int = 1) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_FLAVOR": self.name, "BENCH_ENDPOINT": self.server.url,
-                "BENCH_QUEUE": self.queue, "BENCH_QUEUE_URL": self.url, "BENCH_TABLE": self.table,
-                "BENCH_PREFETCH": str(prefetch), "BENCH_WAIT": "1" if self.fifo else "20", "AWS_REGION": REGION,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing"}
+# ------------------------------------------------------------------------------------- set-ups
 
-    def app(self, prefetch: int = 1) -> Any:
-        os.environ.update(self.env(prefetch))
-        from benchmarks.app import make_app
 
-        return make_app()
+class Setup:
+    """One flavour on one fresh queue (the table is shared by the set-ups of a flavour), its
+    worker subprocesses and a client app in this process."""
 
-    def start_workers(self, count: int, concurrency: int, prefetch: int = 1) -> None:
+    def __init__(self, server: MotoServer, flavor: str, *, fifo: bool = False, prefetch: int = 4,
+                 claim: str | None = None, table: str) -> None:
+        self.server, self.flavor, self.fifo, self.prefetch, self.claim = server, flavor, fifo, prefetch, claim
+        self.table = table
+        name = f"bench-{flavor.replace('_', '-')}-p{prefetch}-{claim or 'default'}-{uuid.uuid4().hex[:6]}"
+        self.queue = name + (".fifo" if fifo else "")
+        self.sqs = boto3.client("sqs", region_name=REGION, endpoint_url=server.direct_url)
+        attributes = {"VisibilityTimeout": "60"}
+        if fifo:
+            attributes.update(FifoQueue="true", ContentBasedDeduplication="false")
+        direct_url = self.sqs.create_queue(QueueName=self.queue, Attributes=attributes)["QueueUrl"]
+        self.direct_queue_url = direct_url
+        self.url = direct_url.replace(server.direct_url, server.url)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._app: Any = None
+
+    @property
+    def stock(self) -> bool:
+        return self.flavor == "stock"
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_FLAVOR": self.flavor, "BENCH_ENDPOINT": self.server.url,
+               "BENCH_QUEUE": self.queue, "BENCH_QUEUE_URL": self.url, "BENCH_TABLE": self.table,
+               "BENCH_PREFETCH": str(self.prefetch), "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        if self.claim:
+            env["BENCH_CLAIM"] = self.claim
+        else:
+            env.pop("BENCH_CLAIM", None)
+        return env
+
+    def app(self) -> Any:
+        if self._app is None:
+            saved = dict(os.environ)
+            os.environ.update(self.env())
+            if not self.claim:
+                os.environ.pop("BENCH_CLAIM", None)
+            try:
+                from benchmarks.app import make_app
+
+                self._app = make_app()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        return self._app
+
+    def start_workers(self, count: int = WORKERS, concurrency: int = PROCESSES) -> None:
         for i in range(count):
-            log = open(ROOT / "test-artifacts" / f"bench-{self.name}-{i}.log", "w")  # noqa: SIM115
+            out = open(ARTIFACTS / f"bench-{self.queue}-{i}.log", "w")  # noqa: SIM115
             self.workers.append(subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "benchmarks.app", "worker", "-l", "warning", "-c",
-                 str(concurrency), "-n", f"{self.name}{i}@%h", "--without-heartbeat", "--without-gossip",
-                 "--without-mingle"], env=self.env(prefetch), cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT))
-        app = self.app(prefetch)
-        deadline = time.monotonic() + 60
-        while True:  # ready when a round trip works
+                 str(concurrency), "-n", f"w{i}@bench", "--without-heartbeat", "--without-gossip",
+                 "--without-mingle"], env=self.env(), cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True))
+
+    def warm_up(self) -> None:
+        """Until a round trip works (workers up and consuming), then let batched acks flush."""
+        noop = self.app().tasks["bench.noop"]
+        deadline = time.monotonic() + 120
+        while True:
             try:
-                app.tasks["bench.noop"].delay(0).get(timeout=10)
+                options = {"MessageGroupId": uuid.uuid4().hex} if self.stock and self.fifo else {}
+                assert noop.apply_async((0,), **options).get(timeout=20, **self.get_options()) == 0
                 break
             except Exception:
                 if time.monotonic() > deadline:
                     raise
-        time.sleep(1)
+        for i in range(3):
+            noop.apply_async((i,), **({"MessageGroupId": uuid.uuid4().hex} if self.stock and self.fifo else {})
+                             ).get(timeout=20, **self.get_options())
+        time.sleep(1.5)
+
+    def get_options(self) -> dict[str, Any]:
+        return {"interval": 0.05} if self.stock else {}
+
+    def backlog(self) -> int:
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.direct_queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return sum(int(v) for v in attributes.values())
 
     def stop_workers(self) -> None:
         for proc in self.workers:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
         for proc in self.workers:
             try:
-                proc.wait(30)
+                proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # our own worker's process group
+                proc.wait(10)
         self.workers.clear()
 
-    def rss_mb(self) -> float:
-        total = 0
-        for proc in self.workers:
-            pids = [proc.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                                 text=True).stdout.split()]
-            for pid in pids:
-                try:
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
-                except FileNotFoundError:
-                    pass
-        return total / 1024
+
+def measure(server: MotoServer, tasks: int) -> dict[str, Any]:
+    counts = server.counts()
+    units = server.units()
+    calls = sum(v for k, v in counts.items() if "#" not in k)
+    return {"counts": counts, "units": units, "calls": calls, "tasks": tasks}
 
 
-def throughput(flavor: Flavor, tasks: int) -> dict[str, Any]:
-    app = flavor.app(prefetch=4)
+# ----------------------------------------------------------------------------------- scenarios
+
+
+def throughput(setup: Setup, tasks: int) -> dict[str, Any]:
+    """(a) Fill the queue, start the workers, time the tasks from their own timestamps."""
+    app = setup.app()
+    stamp = app.tasks["bench.stamp"]
+    if setup.stock:
+        result = group(stamp.s(i) for i in range(tasks)).apply_async()
+    else:
+        from celery_sqs_ddb import submit_many
+
+        result = submit_many(stamp, [(i,) for i in range(tasks)], progress=False)
+    started = time.monotonic()
+    setup.start_workers()
+    time.sleep(2)
+    while setup.backlog() and time.monotonic() - started < 900:
+        time.sleep(1)  # no result polling while the workers run (it would load moto)
+    rows = result.join(timeout=600)
+    assert sorted(r[3] for r in rows) == list(range(tasks)), "wrong results"
+    setup.stop_workers()
+    return window_stats(rows, tasks)
+
+
+#: A pause this long between task starts is a stall (messages waiting out their visibility timeout),
+#: not throughput: it is reported apart.
+STALL_S = 5.0
+
+
+def window_stats(rows: list[list[Any]], tasks: int) -> dict[str, Any]:
+    """Tasks/s while both workers run: from the later worker's first task to the end of the last
+    task before any stall; tasks after a stall are counted apart."""
+    rows = sorted(rows, key=lambda r: r[1])
+    first: dict[str, float] = {}
+    for host, start, _, _ in rows:
+        first[host] = min(first.get(host, start), start)
+    stall_at = next((b[1] for a, b in zip(rows, rows[1:], strict=False) if b[1] - a[1] > STALL_S), None)
+    active = [r for r in rows if stall_at is None or r[1] < stall_at]
+    stalled = len(rows) - len(active)
+    t0 = max(first.values()) if len(first) == WORKERS else min(first.values())
+    window = [r for r in active if r[1] >= t0]
+    if len(window) < max(10, len(active) // 4):  # one worker did nearly everything: every active task
+        t0, window = min(first.values()), active
+    t1 = max(r[2] for r in window)
+    seconds = max(t1 - t0, 1e-6)
+    body = statistics.mean(r[2] - r[1] for r in window)
+    slot = WORKERS * PROCESSES * seconds / len(window)
+    return {"tasks": tasks, "window_tasks": len(window), "seconds": seconds, "tasks_per_s": len(window) / seconds,
+            "slot_ms": slot * 1000, "body_ms": body * 1000, "overhead_ms": (slot - body) * 1000,
+            "per_worker": {h: sum(1 for r in rows if r[0] == h) for h in first},
+            "stalled_tasks": stalled,
+            "stall_s": (min(r[1] for r in rows[len(active):]) - max(r[1] for r in active)) if stalled else 0.0,
+            "wall_s": max(r[2] for r in rows) - min(first.values()),
+            "starts": [round(r[1] - t0, 3) for r in rows]}
+
+
+def call_latency(server: MotoServer, samples: int = 40) -> dict[str, float]:
+    """Median time of one small DynamoDB call through the proxy and straight to moto (calibration:
+    what an AWS call costs on this machine)."""
+    out = {}
+    for label, url in (("proxy_ms", server.url), ("direct_ms", server.direct_url)):
+        client = boto3.client("dynamodb", region_name=REGION, endpoint_url=url)
+        client.list_tables()
+        times = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            client.get_item(TableName=CALIBRATION_TABLE, Key={"task_id": {"S": "none"}})
+            times.append(time.perf_counter() - start)
+        out[label] = statistics.median(times) * 1000
+    return out
+
+
+CALIBRATION_TABLE = "bench-calibration"
+
+
+def bulk(setup: Setup, tasks: int) -> dict[str, Any]:
+    """(b)/(e) submit + join of ``tasks`` no-op tasks, with the calls and units they cost."""
+    app = setup.app()
     noop = app.tasks["bench.noop"]
-    flavor.server.reset_counts()
+    setup.server.reset_counts()
     start = time.monotonic()
-    if flavor.name == "sqs_ddb":
+    if setup.stock:
+        options = (lambda: {"MessageGroupId": uuid.uuid4().hex}) if setup.fifo else dict
+        result = group(noop.s(i).set(**options()) for i in range(tasks)).apply_async()
+    else:
         from celery_sqs_ddb import submit_many
 
         result = submit_many(noop, [(i,) for i in range(tasks)], progress=False)
-    else:
-        result = group(noop.s(i) for i in range(tasks)).apply_async()
-    values = result.join(timeout=900)
+    values = result.join(timeout=600)
     elapsed = time.monotonic() - start
     assert values == list(range(tasks)), "wrong results"
-    time.sleep(1.5)
-    return {"tasks_per_s": tasks / elapsed, "seconds": elapsed, "counts": flavor.server.counts()}
+    time.sleep(1.5)  # batched deletes flush
+    return {**measure(setup.server, tasks), "seconds": elapsed}
 
 
-def latency(flavor: Flavor, samples: int) -> dict[str, Any]:
-    app = flavor.app()
-    noop = app.tasks["bench.noop"]
-    times = []
-    flavor.server.reset_counts()
+def latency(setup: Setup, samples: int) -> dict[str, Any]:
+    """(c) sequential ``delay().get()`` round trips of a no-op task (one that returns where and when
+    it ran, so the round trip splits into send-to-start, the run, and end-to-seen)."""
+    stamp = setup.app().tasks["bench.stamp"]
+    setup.server.reset_counts()
+    times, to_start, to_seen = [], [], []
     for i in range(samples):
-        start = time.perf_counter()
-        assert noop.delay(i).get(timeout=60) == i
+        sent, start = time.time(), time.perf_counter()
+        _, began, ended, value = stamp.delay(i).get(timeout=60, **setup.get_options())
         times.append(time.perf_counter() - start)
+        to_start.append(began - sent)
+        to_seen.append(sent + times[-1] - ended)
+        assert value == i
     time.sleep(1.5)
-    times.sort()
+    result = measure(setup.server, samples)
+    ordered = sorted(times)
 
     def pct(p: float) -> float:
-        return times[min(len(times) - 1, math.ceil(p / 100 * len(times)) - 1)]
+        return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
-    return {"p50": pct(50), "p90": pct(90), "p99": pct(99), "mean": statistics.mean(times), "samples": times,
-            "counts": flavor.server.counts()}
+    return {**result, "p50": pct(50), "p90": pct(90), "p99": pct(99), "mean": statistics.mean(times),
+            "samples": times, "send_to_start_p50": statistics.median(to_start),
+            "end_to_seen_p50": statistics.median(to_seen)}
 
 
-def fifo_efficiency(flavor: Flavor, tasks: int = 20, seconds: float = 0.5) -> dict[str, Any]:
-    app = flavor.app()
-    sleep = app.tasks["bench.sleep"]
-    results = [sleep.delay(seconds) for _ in range(tasks)]
-    spans = [r.get(timeout=300) for r in results]
+def fifo_groups(setup: Setup, tasks: int = 20, seconds: float = 0.5) -> dict[str, Any]:
+    """(d) ``tasks`` sleeps of ``seconds`` in as many groups, 2 workers x 1 process."""
+    sleep = setup.app().tasks["bench.sleep"]
+    setup.server.reset_counts()
+    if setup.stock:
+        results = [sleep.apply_async((seconds,), MessageGroupId=f"g{i}-{uuid.uuid4().hex[:6]}") for i in range(tasks)]
+    else:
+        results = [sleep.delay(seconds) for _ in range(tasks)]  # the package's default group: the task id
+    spans = [r.get(timeout=300, **setup.get_options()) for r in results]
     measured = max(e for _, e in spans) - min(s for s, _ in spans)
     ideal = tasks * seconds / 2
     return {"measured_s": measured, "ideal_s": ideal, "efficiency": ideal / measured}
 
 
-def cost_per_million(counts: dict[str, int], tasks: int, fifo: bool, flavor: str) -> dict[str, float]:
-    """Request cost of one million tasks from the calls counted (model in docs/benchmarks.md)."""
-    sqs_requests = sum(v for k, v in counts.items() if k.startswith("sqs:") and "#" not in k)
-    ddb = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("dynamodb:")}
-    if flavor == "sqs_ddb":
-        # claim: 1 WRU + the item enters/moves in the index (QUEUED -> STARTED: 2 index writes);
-        # result: 1 WRU + a move in the index (2); a QUEUED row: 1 WRU + 1 index write.
-        wru = ddb.get("UpdateItem", 0) * 3 + ddb.get("BatchWriteItem#items", 0) * 2
-        rru = ddb.get("GetItem", 0) * 1 + ddb.get("BatchGetItem#items", 0) * 1 + ddb.get("Query", 0) * 0.5
-    else:
-        wru = ddb.get("PutItem", 0) * 1 + ddb.get("UpdateItem", 0)
-        rru = ddb.get("GetItem", 0) * 0.5 + ddb.get("BatchGetItem#items", 0) * 0.5
-    sqs_price = PRICES["sqs_fifo_per_million"] if fifo else PRICES["sqs_standard_per_million"]
-    per_task = {"sqs": sqs_requests / tasks, "wru": wru / tasks, "rru": rru / tasks}
-    dollars = (per_task["sqs"] * sqs_price + per_task["wru"] * PRICES["ddb_write_unit_per_million"]
-               + per_task["rru"] * PRICES["ddb_read_unit_per_million"])
-    return {**per_task, "usd_per_million_tasks": dollars}
+# --------------------------------------------------------------------------------------- costs
 
 
-def calls_per_task(counts: dict[str, int], tasks: int) -> dict[str, float]:
-    return {k: v / tasks for k, v in sorted(counts.items()) if "#" not in k}
+def cost(run: dict[str, Any], fifo: bool) -> dict[str, float]:
+    """Per task: calls, SQS requests, write/read units (metered by the proxy) and USD per million tasks."""
+    units, tasks = run["units"], run["tasks"]
+    sqs_all = units.get("sqs:requests", 0)
+    sqs_fifo = units.get("sqs:fifo_requests", 0)
+    wru, rru = units.get("ddb:WRU", 0), units.get("ddb:RRU", 0)
+    dollars = ((sqs_all - sqs_fifo) * PRICES["sqs_standard_per_million"] + sqs_fifo * PRICES["sqs_fifo_per_million"]
+               + wru * PRICES["ddb_write_unit_per_million"] + rru * PRICES["ddb_read_unit_per_million"]) / tasks
+    del fifo
+    return {"calls": run["calls"] / tasks, "sqs": sqs_all / tasks, "wru": wru / tasks,
+            "wru_table": units.get("ddb:WRU:table", 0) / tasks, "wru_index": units.get("ddb:WRU:index", 0) / tasks,
+            "rru": rru / tasks, "usd_per_million": dollars,
+            "usd_sqs": ((sqs_all - sqs_fifo) * PRICES["sqs_standard_per_million"]
+                        + sqs_fifo * PRICES["sqs_fifo_per_million"]) / tasks,
+            "usd_wru": wru * PRICES["ddb_write_unit_per_million"] / tasks,
+            "usd_rru": rru * PRICES["ddb_read_unit_per_million"] / tasks}
+
+
+# ------------------------------------------------------------------------------------------ run
 
 
 def main() -> int:
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION=REGION,
                       AWS_DEFAULT_REGION=REGION)  # moto's; nothing here talks to real AWS
-    (ROOT / "test-artifacts").mkdir(exist_ok=True)
-    server = MotoServer()
-    results: dict[str, Any] = {"scale": SCALE}
+    os.environ.pop("BENCH_CLAIM", None)
+    ARTIFACTS.mkdir(exist_ok=True)
+    began = time.monotonic()
+    r: dict[str, Any] = {"scale": SCALE, "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), "load_start": os.getloadavg()}
+    server = MotoServer(proxy_process=True)
+    from celery_sqs_ddb import schema
+
+    ours_table, stock_table = f"bench-ours-{uuid.uuid4().hex[:6]}", f"bench-stock-{uuid.uuid4().hex[:6]}"
+    boto3.client("dynamodb", region_name=REGION, endpoint_url=server.direct_url).create_table(
+        **schema.create_table_request(ours_table))
+    tables = {"stock": stock_table, "sqs_ddb": ours_table}
+    boto3.client("dynamodb", region_name=REGION, endpoint_url=server.direct_url).create_table(
+        **schema.create_table_request(CALIBRATION_TABLE))
     try:
+        r["call_latency"] = call_latency(server)
+        log(f"one GetItem: {r['call_latency']}")
+        # stock's backend creates its table on first use: once, before any worker starts
+        Setup(server, "stock", table=stock_table).app().backend.client  # noqa: B018
+        for flavor in ("stock", "sqs_ddb"):
+            for prefetch in (4, 1):
+                setup = Setup(server, flavor, prefetch=prefetch, table=tables[flavor])
+                log(f"(a) throughput {flavor} prefetch {prefetch} ...")
+                r[f"a_{flavor}_p{prefetch}"] = throughput(setup, n(400))
+                log(f"    {r[f'a_{flavor}_p{prefetch}']['tasks_per_s']:.1f} tasks/s")
         for fifo in (False, True):
             kind = "fifo" if fifo else "standard"
-            for name in ("stock", "sqs_ddb"):
-                flavor = Flavor(name, server, fifo)
-                flavor.start_workers(2, 2, prefetch=4)
-                print(f"[{name} {kind}] throughput ...", flush=True)
-                results[f"throughput_{kind}_{name}"] = throughput(flavor, n(1000))
-                if not fifo:
-                    print(f"[{name}] latency ...", flush=True)
-                    results[f"latency_{name}"] = latency(flavor, n(200))
-                flavor.stop_workers()
-        for name in ("stock", "sqs_ddb"):
-            flavor = Flavor(name, server, fifo=True)
-            flavor.start_workers(2, 1)
-            print(f"[{name}] FIFO efficiency ...", flush=True)
-            results[f"fifo_{name}"] = fifo_efficiency(flavor)
-            flavor.stop_workers()
-        flavor = Flavor("sqs_ddb", server, fifo=False)
-        flavor.start_workers(1, 4, prefetch=4)
-        start_rss = flavor.rss_mb()
-        print("[sqs_ddb] scale ...", flush=True)
-        scale = throughput(flavor, n(10_000))
-        results["scale_sqs_ddb"] = {"tasks": n(10_000), "tasks_per_s": scale["tasks_per_s"],
-                                    "rss_start_mb": start_rss, "rss_end_mb": flavor.rss_mb()}
-        flavor.stop_workers()
+            for flavor, claim in (("stock", None), ("sqs_ddb", None), ("sqs_ddb", "redelivery")):
+                mode = "stock" if flavor == "stock" else ("lean" if claim else "default")
+                setup = Setup(server, flavor, fifo=fifo, prefetch=4, claim=claim, table=tables[flavor])
+                setup.start_workers()
+                setup.warm_up()
+                log(f"(b) submit + join {mode} {kind} ...")
+                r[f"b_{mode}_{kind}"] = bulk(setup, n(200))
+                log(f"    {r[f'b_{mode}_{kind}']['calls'] / n(200):.2f} calls/task")
+                if not fifo and mode != "lean":
+                    log(f"(c) round trips {mode} ...")
+                    r[f"c_{mode}"] = latency(setup, n(200))
+                    log(f"    p50 {r[f'c_{mode}']['p50'] * 1000:.0f} ms")
+                setup.stop_workers()
+        for flavor in ("stock", "sqs_ddb"):
+            setup = Setup(server, flavor, fifo=True, prefetch=1, table=tables[flavor])
+            setup.start_workers(2, 1)
+            setup.warm_up()
+            log(f"(d) FIFO 20 groups {flavor} ...")
+            r[f"d_{flavor}"] = fifo_groups(setup)
+            log(f"    {r[f'd_{flavor}']['measured_s']:.2f} s")
+            setup.stop_workers()
     finally:
         server.stop()
-    (ROOT / "test-artifacts" / "bench.json").write_text(json.dumps(results, indent=1, default=str))
-    write_report(results)
+    r["load_end"] = os.getloadavg()
+    r["minutes"] = (time.monotonic() - began) / 60
+    (ARTIFACTS / "bench.json").write_text(json.dumps(r, indent=1, default=str))
+    if os.environ.get("BENCH_NO_DOCS"):
+        print(json.dumps({k: v for k, v in r.items() if not k.startswith(("b_", "c_"))}, indent=1, default=str))
+        return 0
+    from benchmarks.report import write_all
+
+    write_all(r)
     return 0
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b else "n/a"
-
-
-def target_cell(percentile: str, speedup: float) -> str:
-    if percentile != "p50":
-        return ""
-    return "≥ 5x: " + ("met" if speedup >= 5 else "missed")
-
-
-def write_report(r: dict[str, Any]) -> None:
-    lines = [
-        "# Benchmarks: celery_sqs_ddb vs stock Celery",
-        "",
-        f"Generated by `make bench` on {datetime.date.today().isoformat()} "
-        f"(scale {r['scale']}; `BENCH_SCALE=0.2 make bench` for a quick run). One moto server "
-        f"(moto 5.2.5, the local AWS) behind a counting proxy; both flavours in the same run with the same "
-        f"workers (2 workers x 2 processes, prefetch 4 unless noted). Stock = kombu 5.7 SQS transport + Celery "
-        f"5.7 `dynamodb://`. Machine: {platform.platform()}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs.",
-        "",
-        "Absolute numbers are moto's, not AWS's (moto answers in about a millisecond and long polls",
-        "differently); the ratios and the call counts are what carries over. FIFO scenarios use a 1 s long",
-        "poll for both flavours: moto's FIFO long poll keeps a stale list of in-flight groups and would",
-        "otherwise hold every hand-over of stock Celery's single group for the whole 20 s wait.",
-        "",
-        "![benchmarks](benchmarks.png)",
-        "",
-        "| scenario | stock Celery | celery_sqs_ddb | ratio | target |",
-        "|---|---:|---:|---:|---|",
-    ]
-    targets = []
-    for kind, target in (("standard", 3), ("fifo", 5)):
-        s, o = r[f"throughput_{kind}_stock"]["tasks_per_s"], r[f"throughput_{kind}_sqs_ddb"]["tasks_per_s"]
-        met = o / s >= target
-        targets.append((f"throughput {kind} ≥ {target}x", met, o / s))
-        lines.append(f"| throughput, {kind} queue (tasks/s) | {s:.1f} | {o:.1f} | {ratio(o, s)} | "
-                     f"≥ {target}x: {'met' if met else 'missed'} |")
-    ls, lo = r["latency_stock"], r["latency_sqs_ddb"]
-    for p in ("p50", "p90", "p99"):
-        lines.append(f"| round trip {p} (ms) | {ls[p] * 1000:.0f} | {lo[p] * 1000:.0f} | "
-                     f"{ratio(ls[p], lo[p])} faster | {target_cell(p, ls[p] / lo[p])} |")
-    targets.append(("latency p50 ≥ 5x lower", ls["p50"] / lo["p50"] >= 5, ls["p50"] / lo["p50"]))
-    fs, fo = r["fifo_stock"], r["fifo_sqs_ddb"]
-    lines.append(f"| FIFO efficiency, 2 workers, 20 x 0.5 s (ideal 5 s) | {fs['efficiency']:.0%} "
-                 f"({fs['measured_s']:.1f} s) | {fo['efficiency']:.0%} ({fo['measured_s']:.1f} s) | "
-                 f"{ratio(fo['efficiency'], fs['efficiency'])} | "
-                 f"≥ 90 %: {'met' if fo['efficiency'] >= 0.9 else 'missed'} |")
-    targets.append(("FIFO efficiency ≥ 90 %", fo["efficiency"] >= 0.9, fo["efficiency"]))
-    tasks = n(1000)
-    cs = r["throughput_standard_stock"]["counts"]
-    co = r["throughput_standard_sqs_ddb"]["counts"]
-    calls_s = sum(v for k, v in cs.items() if "#" not in k) / tasks
-    calls_o = sum(v for k, v in co.items() if "#" not in k) / tasks
-    lines.append(f"| AWS calls per task (bulk, standard) | {calls_s:.2f} | {calls_o:.2f} | "
-                 f"{ratio(calls_s, calls_o)} fewer | ≤ 2.5: {'met' if calls_o <= 2.5 else 'missed'} |")
-    targets.append(("calls per task ≤ 2.5", calls_o <= 2.5, calls_o))
-    cost_s = cost_per_million(cs, tasks, False, "stock")
-    cost_o = cost_per_million(co, tasks, False, "sqs_ddb")
-    lines.append(f"| request cost per million tasks (USD) | {cost_s['usd_per_million_tasks']:.2f} | "
-                 f"{cost_o['usd_per_million_tasks']:.2f} | "
-                 f"{ratio(cost_s['usd_per_million_tasks'], cost_o['usd_per_million_tasks'])} | |")
-    sc = r["scale_sqs_ddb"]
-    lines += [
-        "",
-        f"Scale: {sc['tasks']:,} tasks through `submit_many` with one worker of 4 processes: "
-        f"{sc['tasks_per_s']:.0f} tasks/s; worker RSS (main + children) {sc['rss_start_mb']:.0f} MB at start, "
-        f"{sc['rss_end_mb']:.0f} MB at the end.",
-        "",
-        "## AWS calls per task, by action (throughput run, standard queue)",
-        "",
-        "| action | stock | celery_sqs_ddb |",
-        "|---|---:|---:|",
-    ]
-    per_s, per_o = calls_per_task(cs, tasks), calls_per_task(co, tasks)
-    for action in sorted(set(per_s) | set(per_o)):
-        lines.append(f"| {action} | {per_s.get(action, 0):.3f} | {per_o.get(action, 0):.3f} |")
-    lines += [
-        "",
-        "## Cost model",
-        "",
-        f"Prices (us-east-1, on-demand, checked 2026-11): SQS ${PRICES['sqs_standard_per_million']:.2f} per million "
-        f"requests (standard), ${PRICES['sqs_fifo_per_million']:.2f} (FIFO), each 64 KiB chunk a request (all "
-        f"messages here are under 64 KiB, so a batch call is one request); DynamoDB on-demand "
-        f"${PRICES['ddb_write_unit_per_million']:.3f} per million write request units, "
-        f"${PRICES['ddb_read_unit_per_million']:.3f} per million read request units.",
-        "",
-        "Request units per call (items under 1 KB): stock PutItem 1 WRU, GetItem 0.5 RRU (eventually consistent). "
-        "celery_sqs_ddb: each UpdateItem (claim or result) 1 WRU on the table + 2 index writes (the item "
-        "moves in the status index: a delete and a put), each QUEUED row 1 WRU + 1 index write, consistent "
-        "GetItem/BatchGetItem 1 RRU per item. The status index is what the extra write units buy: stock "
-        "cannot answer \"which jobs are running?\" at any price.",
-        "",
-        "| per task | stock | celery_sqs_ddb |",
-        "|---|---:|---:|",
-        f"| SQS requests | {cost_s['sqs']:.2f} | {cost_o['sqs']:.2f} |",
-        f"| DynamoDB write units | {cost_s['wru']:.2f} | {cost_o['wru']:.2f} |",
-        f"| DynamoDB read units | {cost_s['rru']:.2f} | {cost_o['rru']:.2f} |",
-        "",
-        "## Targets",
-        "",
-    ]
-    for label, met, value in targets:
-        lines.append(f"- {label}: {'met' if met else 'MISSED'} ({value:.2f})")
-    lines += [
-        "",
-        "Where a target is missed, the reason is in docs/benchmarks-notes.md (kept by hand, next to this",
-        "generated file).",
-        "",
-        "Command: `make bench` (writes this file, docs/benchmarks.png and test-artifacts/bench.json).",
-    ]
-    (DOCS / "benchmarks.md").write_text("\n".join(lines) + "\n")
-    plot(r)
-    print("\n".join(lines))
-
-
-def plot(r: dict[str, Any]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-        return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = ["standard", "FIFO"]
-    stock = [r["throughput_standard_stock"]["tasks_per_s"], r["throughput_fifo_stock"]["tasks_per_s"]]
-    ours = [r["throughput_standard_sqs_ddb"]["tasks_per_s"], r["throughput_fifo_sqs_ddb"]["tasks_per_s"]]
-    x = range(len(labels))
-    left.bar([i - 0.2 for i in x], stock, 0.4, label="stock Celery")
-    left.bar([i + 0.2 for i in x], ours, 0.4, label="celery_sqs_ddb")
-    left.set_xticks(list(x), labels)
-    left.set_ylabel("tasks/s")
-    left.set_title(f"Throughput ({n(1000):,} trivial tasks)")
-    left.legend()
-    for name, label in (("stock", "stock Celery"), ("sqs_ddb", "celery_sqs_ddb")):
-        samples = sorted(r[f"latency_{name}"]["samples"])
-        right.plot([s * 1000 for s in samples], [i / len(samples) for i in range(len(samples))], label=label)
-    right.set_xlabel("delay().get() round trip (ms)")
-    right.set_ylabel("fraction of calls")
-    right.set_title("Round-trip latency (CDF)")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(DOCS / "benchmarks.png", dpi=110)
 
 
 if __name__ == "__main__":
