@@ -194,8 +194,12 @@ def test_api_calls_per_task_for_submit_many_and_join(stack, client_app, workers,
     group = submit_many(client_app.tasks["tests.add"], [(i, i) for i in range(200)], progress=False)
     assert group.join(timeout=120) == [2 * i for i in range(200)]
     time.sleep(1.5)  # let the last batched deletes flush
-    counts = moto_server.counts()
-    (Path(__file__).parents[2] / "test-artifacts" / "calls_submit_many_200.json").write_text(json.dumps(counts))
+    counts, units = moto_server.counts(), moto_server.units()
+    (Path(__file__).parents[2] / "test-artifacts" / "calls_submit_many_200.json").write_text(
+        json.dumps({"counts": counts, "units": units}))
+    assert units["ddb:RRU"] / 200 <= 1.5, units  # join reads: eventually consistent, oldest first (measured 0.7)
+    # claim: 1 table + 1 index put; result: 1 table + index move (delete + put): 5 WRU, no QUEUED rows
+    assert units["ddb:WRU:table"] == 400 and units["ddb:WRU"] <= 1000, units
     per_task = sum(v for k, v in counts.items() if "#" not in k) / 200  # "#items": entries, not calls
     assert counts.get("sqs:SendMessageBatch", 0) == 20, counts
     assert counts.get("sqs:SendMessage", 0) == 0, counts
