@@ -95,8 +95,9 @@ def run_file(name: str, tree: Path, timeout: float, keyword: str | None, tag: st
         attempt += 1
         args = [f"t/integration/{name}"] if remaining is None else remaining
         command = [sys.executable, "-m", "pytest", "-p", "tests.conformance.plugin", "-p", "celery.contrib.pytest",
-                   "-p", "no:cacheprovider", "-o", "addopts=--strict-markers", "-v", "-rA", "--color=no",
-                   f"--log-file={log_path}", "--log-file-level=INFO", *args]
+                   "-p", "no:cacheprovider", "-o", "addopts=--strict-markers", "-vv", "-rA", "--color=no",
+                   f"--log-file={log_path}", "--log-file-level=INFO",
+                   "--log-file-format=%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s", *args]
         if keyword and remaining is None:
             command += ["-k", keyword]
         # WORKER_LOGLEVEL=INFO as celery's own tox.ini sets it (test_trace_log_arguments reads INFO records)
