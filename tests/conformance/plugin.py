@@ -13,8 +13,10 @@
   so the purge fails with PurgeQueueInProgress on nearly every call and the wait for idle is skipped,
   and a test's leftover tasks run into the next test. The helper is replaced by the same steps with
   that one error tolerated (:func:`wait_until_idle`); nothing of celery or this package is patched.
-- After a test timed out, stops the session: the runner goes on with the remaining tests in a new
-  process (fresh moto server, fresh worker), so one hung test cannot wedge the ones after it.
+- After a test timed out, or after a failed test when the session worker no longer runs a
+  ``celery.ping`` task within :data:`HEALTH_TIMEOUT` s (a wedged pool), stops the session: the runner
+  goes on with the remaining tests in a new process (fresh moto server, fresh worker), so one hung
+  test or wedged worker cannot fail the tests after it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ QUEUE = "celery"  #: celery's conftest fails any test whose app has another queu
 DLQ = "celery-dlq"
 TABLE = "celery-results"
 TIMEOUT_MESSAGE = "from pytest-timeout"
+HEALTH_TIMEOUT = 30.0
 
 
 def celery_settings(endpoint: str, queue_url: str, dlq_url: str) -> dict[str, Any]:
@@ -176,14 +179,46 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _state["recorder"].write(event="report", nodeid=report.nodeid, when=report.when, outcome=report.outcome,
                              duration=report.duration, longrepr=text, skip_reason=reason,
                              wasxfail=getattr(report, "wasxfail", None))
+    if report.failed:
+        _state.setdefault("failed", set()).add(report.nodeid)
     if report.failed and text and TIMEOUT_MESSAGE in text:
-        session = _state.get("session")
-        if session is not None:
-            session.shouldstop = "conformance: a test timed out; the runner goes on in a new process"
+        _state["recorder"].write(event="restart", nodeid=report.nodeid, reason="the test timed out")
+        _stop("conformance: a test timed out; the runner goes on in a new process")
+    elif report.when == "teardown" and report.nodeid in _state.get("failed", ()) and not worker_healthy():
+        reason = f"the worker ran no celery.ping within {HEALTH_TIMEOUT:.0f} s after this test failed"
+        _state["recorder"].write(event="restart", nodeid=report.nodeid, reason=reason)
+        _stop(f"conformance: {reason}; the runner goes on in a new process")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     _state["session"] = session
+    from celery.contrib.testing.worker import test_worker_started
+
+    test_worker_started.connect(_worker_started, weak=False)
+
+
+def _worker_started(sender: Any = None, **kwargs: Any) -> None:
+    _state["session_app"] = sender
+
+
+def worker_healthy() -> bool:
+    """Whether the session worker still runs a task (``celery.ping``) within HEALTH_TIMEOUT s."""
+    app = _state.get("session_app")
+    if app is None:
+        return True
+    from celery.result import allow_join_result
+
+    try:
+        with allow_join_result():
+            return app.send_task("celery.ping").get(timeout=HEALTH_TIMEOUT) == "pong"
+    except Exception:  # noqa: BLE001 - any failure means the worker cannot be trusted
+        return False
+
+
+def _stop(reason: str) -> None:
+    session = _state.get("session")
+    if session is not None:
+        session.shouldstop = reason
 
 
 def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:

@@ -43,6 +43,8 @@ def results(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Node id -> {outcome, reason, duration, text} from one file's events."""
     out: dict[str, dict[str, Any]] = {}
     for event in events:
+        if event.get("event") == "restart" and event["nodeid"] in out:
+            out[event["nodeid"]]["restart"] = event["reason"]
         if event.get("event") != "report":
             continue
         entry = out.setdefault(event["nodeid"], {"outcome": "passed", "reason": "", "duration": 0.0, "text": ""})
@@ -88,9 +90,13 @@ def write_junit(work: Path, path: Path, expected: dict[str, str]) -> None:
                 ET.SubElement(case, "skipped", type="pytest.skip", message=entry["reason"])
             elif outcome == "xfailed":
                 ET.SubElement(case, "skipped", type="pytest.xfail", message=entry["reason"])
-            elif outcome == "xpassed":
-                props = ET.SubElement(case, "properties")
+            props = ET.SubElement(case, "properties")
+            if outcome == "xpassed":
                 ET.SubElement(props, "property", name="xpassed", value=entry["reason"])
+            if entry.get("restart"):
+                ET.SubElement(props, "property", name="restart", value=entry["restart"])
+            if not len(props):
+                case.remove(props)
         suite.set("tests", str(len(found)))
         suite.set("failures", str(counts["failed"]))
         suite.set("errors", str(counts["error"]))
@@ -114,7 +120,7 @@ def read_junit(path: Path) -> list[tuple[str, list[dict[str, str]]]]:
             module = case.get("file") or "/".join(parts[:3]) + ".py"
             klass = ".".join(parts[3:])
             test_id = f"{module}::{klass + '::' if klass else ''}{case.get('name')}"
-            outcome, reason = "passed", ""
+            outcome, reason, restart = "passed", "", ""
             for child in case:
                 if child.tag in ("failure", "error"):
                     outcome, reason = ("failed" if child.tag == "failure" else "error"), child.get("message", "")
@@ -125,7 +131,10 @@ def read_junit(path: Path) -> list[tuple[str, list[dict[str, str]]]]:
                     for prop in child:
                         if prop.get("name") == "xpassed":
                             outcome, reason = "xpassed", prop.get("value", "")
-            cases.append({"id": test_id, "outcome": outcome, "reason": reason, "time": case.get("time", "0")})
+                        elif prop.get("name") == "restart":
+                            restart = prop.get("value", "")
+            cases.append({"id": test_id, "outcome": outcome, "reason": reason, "time": case.get("time", "0"),
+                          "restart": restart})
         files.append((suite.get("name", ""), cases))
     return files
 
@@ -158,6 +167,19 @@ def markdown(junit: Path, *, version: str, times: dict[str, float], note: str = 
         "",
         f"Run: {today}, branch `{_branch()}`" + (f"; {note}" if note else "") + ".",
         "",
+        "How the run differs from Celery's own CI (RabbitMQ + Redis):",
+        "",
+        "- The settings are the package's defaults, not Celery's: `broker_settings()` sets `task_acks_late`,",
+        "  `task_track_started`, `worker_prefetch_multiplier=1` and JSON only; tests that assert Celery's",
+        "  defaults (a running task `acknowledged`, no STARTED state) see the difference.",
+        "- `Manager.wait_until_idle` (the `manager` fixture's teardown) purges the queue first; SQS allows one",
+        "  PurgeQueue per 60 s, so the runner's copy of that helper goes on to the wait for idle when SQS",
+        "  answers PurgeQueueInProgress (`tests/conformance/plugin.py`). Nothing of Celery or this package",
+        "  is patched.",
+        "- `WORKER_LOGLEVEL=INFO` as in Celery's tox setup; pytest-rerunfailures is not installed, so the",
+        "  `flaky` marks rerun nothing; every test's timeout is capped (pytest-timeout, signal method).",
+        "- `azure-core` is installed so that `test_backend.py` (Azure Blob only) imports and skips by itself.",
+        "",
         "| file | passed | failed | errors | skipped | xfailed | xpassed | time |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -180,6 +202,12 @@ def markdown(junit: Path, *, version: str, times: dict[str, float], note: str = 
         for case in cases:
             if case["outcome"] != "passed":
                 lines.append(f"| `{case['id']}` | {case['outcome']} | {_cell(case['reason'])} |")
+    restarts = [case for _, cases in files for case in cases if case.get("restart")]
+    if restarts:
+        lines += ["", "## Restarts", "",
+                  "After these tests the runner went on in a new process (new moto server, new worker):", "",
+                  "| test | why |", "|---|---|"]
+        lines += [f"| `{case['id']}` | {_cell(case['restart'])} |" for case in restarts]
     return "\n".join(lines) + "\n"
 
 

@@ -38,6 +38,9 @@ PURGE = ("calls manager.wait_until_idle() {n} in one test; its control.purge() i
          "allows once per 60 s per queue (PurgeQueueInProgress)")
 EXPECTED: dict[str, str] = {
     "t/integration/test_tasks.py::test_tasks::test_revoked_by_headers_complex_canvas": PURGE.format(n="twice"),
+    "t/integration/test_canvas.py::test_chord::test_chord_header_id_duplicated_on_rabbitmq_msg_duplication"
+    "[redis-group-ids]": "emulates RabbitMQ redelivering a message and reads the chord header ids back from a "
+                         "Redis list (tasks.redis_echo_group_id): needs a Redis server",
 }
 
 
@@ -86,7 +89,7 @@ def run_file(name: str, tree: Path, timeout: float, keyword: str | None, tag: st
     """Run one file to the end, in as many pytest processes as hangs require; returns seconds taken."""
     events_path = WORK / f"{tag}.jsonl"
     events_path.unlink(missing_ok=True)
-    log_path = WORK / f"{tag}.log"
+    log_path = WORK / f"{tag}.log"  # process N writes {tag}.N.log
     log_path.unlink(missing_ok=True)
     started = time.monotonic()
     remaining: list[str] | None = None  # None: the whole file (first process)
@@ -96,7 +99,7 @@ def run_file(name: str, tree: Path, timeout: float, keyword: str | None, tag: st
         args = [f"t/integration/{name}"] if remaining is None else remaining
         command = [sys.executable, "-m", "pytest", "-p", "tests.conformance.plugin", "-p", "celery.contrib.pytest",
                    "-p", "no:cacheprovider", "-o", "addopts=--strict-markers", "-vv", "-rA", "--color=no",
-                   f"--log-file={log_path}", "--log-file-level=INFO",
+                   f"--log-file={log_path.with_suffix(f'.{attempt}.log')}", "--log-file-level=INFO",
                    "--log-file-format=%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s", *args]
         if keyword and remaining is None:
             command += ["-k", keyword]
@@ -120,6 +123,8 @@ def run_file(name: str, tree: Path, timeout: float, keyword: str | None, tag: st
                                      "longrepr": f"killed by the conformance watchdog: no result "
                                                  f"{timeout + WATCHDOG_GRACE:.0f} s after the test started "
                                                  "(pytest-timeout did not end it)"}) + "\n")
+                fh.write(json.dumps({"event": "restart", "nodeid": killed, "time": time.time(),
+                                     "reason": "the test process hung and was killed"}) + "\n")
                 fh.write(json.dumps({"event": "finish", "nodeid": killed, "time": time.time()}) + "\n")
             finished.add(killed)
         remaining = [nodeid for nodeid in collected if nodeid not in finished]
