@@ -186,7 +186,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.failed and text and TIMEOUT_MESSAGE in text:
         _state["recorder"].write(event="restart", nodeid=report.nodeid, reason="the test timed out")
         _stop("conformance: a test timed out; the runner goes on in a new process")
-    elif report.when == "teardown" and report.nodeid in _state.get("failed", ()) and not worker_healthy():
+    elif report.when == "teardown" and report.nodeid in _state.get("failed", ()) \
+            and not getattr(_state.get("session"), "shouldstop", False) and not worker_healthy():
         reason = f"the worker ran no celery.ping within {HEALTH_TIMEOUT:.0f} s after this test failed"
         _state["recorder"].write(event="restart", nodeid=report.nodeid, reason=reason)
         _stop(f"conformance: {reason}; the runner goes on in a new process")
