@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: test unit integration lint demo bench chaos clean
+.PHONY: test unit integration lint demo bench chaos conformance clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,example,bench]"
 	$(PY) -m benchmarks.run
+
+## make conformance: celery's own t/integration (sdist of the installed celery) on SQS + ddb:// (moto);
+## writes docs/conformance.md. Not part of make test.
+conformance: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,example,conformance]"
+	$(PY) -m tests.conformance.run
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) test-artifacts .demo
