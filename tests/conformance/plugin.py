@@ -47,6 +47,9 @@ def celery_settings(endpoint: str, queue_url: str, dlq_url: str) -> dict[str, An
         endpoint_url=endpoint,
         dead_letter_queue=dlq_url,
         remote_control=True,  # celery inspect / control (test_inspect.py, revoke)
+        # Celery's suite runs with Celery's default task_track_started=False (test_retry expects
+        # PENDING -> RETRY); broker_settings() turns it on for the status index's running list.
+        track_started=False,
     )
     conf["result_backend"] = f"ddb://{TABLE}?region={REGION}&endpoint_url={endpoint}"
     return conf
