@@ -88,7 +88,7 @@ class DynamoDBBackend(RunTracking, Chords, BaseBackend):
 
     def _store_big(self, task_id: str, field: str, data: str | bytes, budget: int | None = None) -> tuple[str, Any]:
         """(attribute, value): inline, or an S3 pointer when over the threshold (or ``budget``)."""
-        size = len(data.encode("utf-8") if isinstance(data, str) else data)
+        size = _inline_size(data)
         limit = self.settings.result_s3_threshold if budget is None else min(budget, self.settings.result_s3_threshold)
         if size <= limit:
             return field, data

@@ -263,12 +263,18 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
     def _poison(self, message: dict[str, Any], q_url: str, queue_name: str, reason: str) -> None:
         """Dead-letter a received message before Celery sees it; its FIFO group goes on."""
         self.dead_letters.move(message, q_url, queue_name, reason)
-        follower = self.gate.done(q_url, GroupGate.group_of(message), message["ReceiptHandle"])
-        if follower is not None:
-            if self.hub is not None:
-                self.hub.call_soon(self._deliver_follower, queue_name, q_url, follower)
-            else:
-                self._deliver_follower(queue_name, q_url, follower)
+        self._group_done(queue_name, q_url, GroupGate.group_of(message), message["ReceiptHandle"], soon=True)
+
+    def _group_done(self, queue: str, url: str, group: str | None, receipt: str, soon: bool = False) -> None:
+        """The message ``receipt`` of FIFO ``group`` is settled: hand the group's next held message
+        to the consumer (``soon``: from the event loop, not inside the current callback)."""
+        follower = self.gate.done(url, group, receipt)
+        if follower is None:
+            return
+        if soon and self.hub is not None:
+            self.hub.call_soon(self._deliver_follower, queue, url, follower)
+        else:
+            self._deliver_follower(queue, url, follower)
 
     def _admit(self, q_url: str, queue: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Track every received message; return those to deliver now (FIFO followers wait)."""
@@ -337,12 +343,7 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
         queue, url, receipt, group = self._where(info)
         self.housekeeper.ack(queue, url, receipt, info.get("sqs_claim_check"))
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
-        follower = self.gate.done(url, group, receipt)
-        if follower is not None:
-            if self.hub is not None:
-                self.hub.call_soon(self._deliver_follower, queue, url, follower)
-            else:
-                self._deliver_follower(queue, url, follower)
+        self._group_done(queue, url, group, receipt, soon=True)
         self._wake()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -438,9 +439,7 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
         self.housekeeper.forget(receipt)
         self.dead_letters.move(info["sqs_message"], url, queue, reason)
         virtual.Channel.basic_ack(self, delivery_tag)
-        follower = self.gate.done(url, group, receipt)
-        if follower is not None:
-            self._deliver_follower(queue, url, follower)
+        self._group_done(queue, url, group, receipt)
         self._wake()
         return True
 
