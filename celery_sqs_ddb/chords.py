@@ -8,12 +8,14 @@ the callback, then marks the group fired.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from celery.backends.base import _create_chord_error_with_cause
 from celery.exceptions import ChordError
-from celery.result import GroupResult, allow_join_result, result_from_tuple
+from celery.result import GroupResult, ResultSet, allow_join_result, result_from_tuple
 from celery.utils.log import get_logger
+from kombu.utils.objects import cached_property
 
 from . import schema
 from .table import expired, iso, utcnow
@@ -51,7 +53,24 @@ class Chords(_Base):
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
         """Save the header group; its parts are counted on the group item."""
         self.ensure_chords_allowed()
-        self.app.GroupResult(*header_result_args).save(backend=self)
+        header = self.app.GroupResult(*header_result_args)
+        header.save(backend=self)
+        # A header of plain tasks completes with one part per result: Celery's set_chord_size(), which
+        # follows in this thread, then has nothing to add (no write).
+        plain = all(not isinstance(r, ResultSet) for r in header.results)
+        self._chord_saved.last = (str(header.id), len(header.results)) if plain else None
+
+    @cached_property
+    def _chord_saved(self) -> threading.local:
+        return threading.local()
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """Celery's count of the parts that complete chord ``group_id``, set as its header is sent: a
+        chain that ends in a group counts each task of that group, so it can differ from the saved
+        header's length. Kept on the group item (one UpdateItem), unless it is that length."""
+        if getattr(self._chord_saved, "last", None) == (str(group_id), int(chord_size)):
+            return
+        self.table.set_chord_size(str(group_id), int(chord_size))
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
         """Count a finished header part once; the part that completes the count sends the callback.
@@ -77,10 +96,12 @@ class Chords(_Base):
             return self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} no longer exists"))
         self.table.count_chord_part(gid, str(request.id))
         group = self.table.get(gid) or {}
-        size = request.chord.get("chord_size")
+        size = group.get(schema.CHORD_SIZE)
+        if size is None:
+            size = request.chord.get("chord_size")
         if size is None:
             size = len(deps)
-        if int(group.get(schema.CHORD_COUNT, 0)) < size or group.get(schema.CHORD_FIRED):
+        if int(group.get(schema.CHORD_COUNT, 0)) < int(size) or group.get(schema.CHORD_FIRED):
             return
         try:
             with allow_join_result():

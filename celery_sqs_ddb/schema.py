@@ -50,6 +50,8 @@ CLAIMED_BY = "claimed_by"
 VERSION = "v"
 KIND = "kind"
 GROUP_RESULT = "group_result"
+#: On the group item: the parts that complete the chord (Celery's ``set_chord_size``: a chain ending
+#: in a group counts each task of that group), when it differs from the saved header's length.
 CHORD_SIZE = "chord_size"
 CHORD_COUNT = "chord_count"
 #: On a chord header part's item: the chord it was counted in (counted once, atomically with the count).

@@ -259,6 +259,11 @@ class TaskTable:
             raise
         return True
 
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        self.call("UpdateItem", "update_item", TableName=self.name, Key={schema.TASK_ID: {"S": group_id}},
+                  UpdateExpression="SET #s = :n", ExpressionAttributeNames={"#s": schema.CHORD_SIZE},
+                  ExpressionAttributeValues={":n": {"N": str(int(size))}})
+
     def mark_chord_fired(self, group_id: str) -> None:
         self.call("UpdateItem", "update_item", TableName=self.name, Key={schema.TASK_ID: {"S": group_id}},
                   UpdateExpression="SET #f = :t", ExpressionAttributeNames={"#f": schema.CHORD_FIRED},

@@ -162,6 +162,38 @@ def test_chord_part_returned_twice_is_counted_once(chord_app):
     assert backend.table.get(gid)[schema.CHORD_FIRED] is True
 
 
+def test_chord_whose_header_chain_ends_in_a_group_waits_for_every_task_of_that_group(chord_app):
+    """chord(group(chain(a, group(b, c))), body): the saved header has one result (the inner group),
+    but b and c each return a part. Celery says so with set_chord_size(gid, 2) as it sends them
+    (celery 5.7 puts no chord_size in the request): the body must wait for both."""
+    app, backend = chord_app, chord_app.backend
+    gid = f"grp-{uuid.uuid4().hex[:8]}"
+    inner = app.GroupResult(f"{gid}-inner", [app.AsyncResult(f"{gid}-b"), app.AsyncResult(f"{gid}-c")])
+    backend.apply_chord((gid, [inner]), body=None)
+    chord = dict(app.tasks["tests.tsum"].s().set(task_id=f"{gid}-callback"))  # no chord_size
+    backend.set_chord_size(gid, 2)
+    for i, part in enumerate((f"{gid}-b", f"{gid}-c")):
+        backend.store_result(part, i + 1, states.SUCCESS, request=Request(part, gid))
+    backend.on_chord_part_return(Request(f"{gid}-b", gid, chord), states.SUCCESS, 1)
+    assert app.sent_callbacks == []  # len(header) == 1 would have fired here, and joined a group not done
+    backend.on_chord_part_return(Request(f"{gid}-c", gid, chord), states.SUCCESS, 2)
+    assert app.sent_callbacks == [([[1, 2]],)]
+
+
+def test_set_chord_size_of_a_plain_header_writes_nothing(chord_app, monkeypatch):
+    """A header of plain tasks is counted by its saved length: Celery's set_chord_size() right after
+    apply_chord() in the same thread costs no write; a size that differs is written."""
+    backend = chord_app.backend
+    writes: list[tuple[str, int]] = []
+    monkeypatch.setattr(backend.table, "set_chord_size", lambda gid, size: writes.append((gid, size)))
+    gid = f"grp-{uuid.uuid4().hex[:8]}"
+    backend.apply_chord((gid, [chord_app.AsyncResult(f"{gid}-{i}") for i in range(3)]), body=None)
+    backend.set_chord_size(gid, 3)
+    assert writes == []
+    backend.set_chord_size(gid, 4)
+    assert writes == [(gid, 4)]
+
+
 def test_count_chord_part_is_true_once_per_part(chord_app):
     table = chord_app.backend.table
     gid, ids, _ = make_chord(chord_app, 2)
