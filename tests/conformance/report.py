@@ -151,8 +151,10 @@ def _branch() -> str:
         return "?"
 
 
-def markdown(junit: Path, *, version: str, times: dict[str, float], note: str = "") -> str:
+def markdown(junit: Path, *, version: str, times: dict[str, float], note: str = "",
+             diagnosed: dict[str, str] | None = None) -> str:
     files = read_junit(junit)
+    diagnosed = diagnosed or {}
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Conformance: Celery's own integration tests on SQS + `ddb://`",
@@ -171,8 +173,8 @@ def markdown(junit: Path, *, version: str, times: dict[str, float], note: str = 
         "How the run differs from Celery's own CI (RabbitMQ + Redis):",
         "",
         "- The settings are the package's defaults, not Celery's: `broker_settings()` sets `task_acks_late`,",
-        "  `task_track_started`, `worker_prefetch_multiplier=1` and JSON only; tests that assert Celery's",
-        "  defaults (a running task `acknowledged`, no STARTED state) see the difference.",
+        "  `worker_prefetch_multiplier=1` and JSON only (`track_started` is passed off, Celery's default);",
+        "  tests that assert Celery's defaults (a running task `acknowledged`) see the difference.",
         "- `Manager.wait_until_idle` (the `manager` fixture's teardown) purges the queue first; SQS allows one",
         "  PurgeQueue per 60 s, so the runner's copy of that helper goes on to the wait for idle when SQS",
         "  answers PurgeQueueInProgress (`tests/conformance/plugin.py`). Nothing of Celery or this package",
@@ -201,13 +203,17 @@ def markdown(junit: Path, *, version: str, times: dict[str, float], note: str = 
     whole = sum(times.get(name, 0.0) for name, _ in files)
     lines.append("| **total** | " + " | ".join(f"**{total[o]}**" for o in OUTCOMES) + f" | {whole / 60:.1f} min |")
     lines += ["", "## Tests that did not pass", "",
-              "Failures are open bugs or gaps of this package unless listed as expected (xfailed).",
+              "Failures are open bugs or gaps of this package unless listed as expected (xfailed);",
+              "a diagnosed failure (`DIAGNOSED` in the runner) still counts as a failure.",
               "Skips are Celery's own (a backend or environment a test requires).", "",
               "| test | outcome | reason |", "|---|---|---|"]
     for _, cases in files:
         for case in cases:
             if case["outcome"] != "passed":
-                lines.append(f"| `{case['id']}` | {case['outcome']} | {_cell(case['reason'])} |")
+                reason = case["reason"]
+                if case["outcome"] in ("failed", "error") and case["id"] in diagnosed:
+                    reason = f"{reason} **Diagnosis:** {diagnosed[case['id']]}"
+                lines.append(f"| `{case['id']}` | {case['outcome']} | {_cell(reason)} |")
     restarts = [case for _, cases in files for case in cases if case.get("restart")]
     if restarts:
         lines += ["", "## Restarts", "",
@@ -230,13 +236,14 @@ def summary(junit: Path) -> str:
 def main() -> int:
     import celery
 
-    from tests.conformance.run import EXPECTED
+    from tests.conformance.run import DIAGNOSED, EXPECTED
 
     junit = WORK / "junit.xml"
     write_junit(WORK, junit, EXPECTED)
     out = ROOT / "docs" / "conformance.md"
     note = sys.argv[1] if len(sys.argv) > 1 else ""
-    out.write_text(markdown(junit, version=celery.__version__, times=load_times(WORK), note=note))
+    out.write_text(markdown(junit, version=celery.__version__, times=load_times(WORK), note=note,
+                                 diagnosed=DIAGNOSED))
     print(summary(junit))
     return 0
 
