@@ -67,8 +67,11 @@ def test_jobs_lists_by_status(stack, client_app, workers):
     assert [r.get(timeout=30) for r in ids] == [0, 2, 4]
     listed = celery(stack.env(), "jobs", "--status", "SUCCESS")
     assert listed.returncode == 0, listed.stderr
-    rows = [line for line in listed.stdout.splitlines() if "tests.add" in line]
-    assert [row.split()[0] for row in rows] == [r.id for r in reversed(ids)]
+    rows = [line.split() for line in listed.stdout.splitlines() if "tests.add" in line]
+    assert sorted(row[0] for row in rows) == sorted(r.id for r in ids)
+    # Newest first by the time each finished (worker processes finish in any order), ties by id.
+    order = [(row[2], row[0]) for row in rows]
+    assert order == sorted(order, reverse=True)
     assert "3 job(s)" in listed.stdout
     status = celery(stack.env(), "status", ids[0].id)
     assert '"status": "SUCCESS"' in status.stdout and '"result": 0' in status.stdout
