@@ -13,6 +13,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from amqp.protocol import queue_declare_ok_t  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError
 from celery.utils.log import get_logger
 from kombu.transport.SQS.SNS import SNS as _KombuSns
@@ -33,7 +34,7 @@ from .names import (
     ControlQueue,
 )
 from .plane import ControlPlane
-from .revoke import on_broadcast
+from .revoke import broadcast_body, on_broadcast
 
 if TYPE_CHECKING:  # what the mixin is mixed into (kombu is untyped: Any)
     from kombu.transport import SQS
@@ -69,6 +70,12 @@ class Topics(_KombuSns):
 
 
 
+#: kombu reply-queue name -> (the SQS reply queue of the call in progress, its URL), for the whole
+#: process: kombu publishes a call's broadcast on a pooled producer's channel and collects the
+#: replies on another. A kombu name is one client in one thread, so one call at a time.
+_CALLS: dict[str, tuple[ControlQueue, str]] = {}
+
+
 class ControlChannelMixin(_Base):
     """Channel overrides for control and event queues and the SNS exchanges (task queues pass through)."""
 
@@ -86,11 +93,13 @@ class ControlChannelMixin(_Base):
         if exchange and exchange.endswith(".pidbox"):
             if exchange.startswith("reply."):  # a worker's answer to one client's reply queue
                 return self._publish_reply(message, exchange, routing_key)
-            method = on_broadcast(self, message)
+            body = broadcast_body(self, message)
+            method = on_broadcast(self, body)
             if not self.control.remote_control:
                 if method not in ("revoke", "heartbeat"):  # heartbeat: an event monitor's wake-up call
                     logger.warning("Remote control command %r reaches no worker: %s", method, REMOTE_CONTROL_OFF)
                 return None
+            self._open_reply_queue(body)
         elif exchange and self._exchange_is_fanout(exchange):  # task events: the events topic
             self._inplace_augment_message(message, exchange, routing_key)
             return self._put_fanout(exchange, message, routing_key, **kwargs)
@@ -121,7 +130,43 @@ class ControlChannelMixin(_Base):
         return set()
 
     def _control_queue(self, queue: str | None) -> ControlQueue | None:
-        return self.control.queue_for(queue) if queue else None
+        if not queue:
+            return None
+        call = _CALLS.get(queue)
+        return call[0] if call is not None else self.control.queue_for(queue)
+
+    def _open_reply_queue(self, body: dict[str, Any]) -> None:
+        """Create the reply queue of a call whose broadcast is about to be published (the workers
+        reply to it by the ticket), in place of kombu's declare (see ``ControlOptions.reply_queue``)."""
+        reply_to, ticket = body.get("reply_to"), body.get("ticket")
+        if not (isinstance(reply_to, dict) and ticket and reply_to.get("routing_key")):
+            return
+        kombu_name = f"{reply_to['routing_key']}.{reply_to.get('exchange')}"
+        self._close_reply_queue(kombu_name)  # a call that ended without kombu's after-reply hook
+        control = self.control.reply_queue(kombu_name, str(ticket))
+        url = self._queue_cache[control.name] = self.control_plane.ensure_queue(control)
+        OWNED.add(self.control_plane, control, url)
+        _CALLS[kombu_name] = (control, url)
+
+    def _close_reply_queue(self, kombu_name: str) -> None:
+        call = _CALLS.pop(kombu_name, None)
+        if call is not None:
+            self._queue_cache.pop(call[0].name, None)
+            OWNED.release(call[1])
+
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        control = self._control_queue(queue)
+        if control is not None and control.role == ROLE_REPLY and queue not in _CALLS:
+            # kombu declares the reply queue before the broadcast; it is created with the broadcast,
+            # when its ticket (its name) is known
+            return queue_declare_ok_t(queue, 0, 0)
+        return super().queue_declare(queue, passive, **kwargs)
+
+    def after_reply_message_received(self, queue: str) -> None:
+        """The call is over: delete its reply queue (kombu's own hook deletes by bindings, which a
+        repeated declare of the same name does not make again)."""
+        self._close_reply_queue(queue)
+        super().after_reply_message_received(queue)
 
     def _exchange_is_fanout(self, exchange_name: str) -> bool:
         """Which exchanges are SNS topics: Celery's ``*.pidbox`` fanout (remote control) and topic
@@ -136,6 +181,8 @@ class ControlChannelMixin(_Base):
         if control is None:
             return super()._new_queue(queue, **kwargs)
         url = self._queue_cache.get(control.name)
+        if url is None and queue in _CALLS:  # a call's reply queue, made by the channel that published
+            url = self._queue_cache[control.name] = _CALLS[queue][1]
         if url is None:
             if control.role == ROLE_EVENTS and not self.control.events:
                 raise ConfigurationError(
@@ -196,7 +243,8 @@ class ControlChannelMixin(_Base):
     def _publish_reply(self, message: dict[str, Any], exchange: str, routing_key: str) -> None:
         """Send a reply to the client's reply queue by name (the direct exchange's binding exists
         only in the client's process); a client that stopped waiting has deleted it."""
-        control = self._control_queue(f"{routing_key}.{exchange}")
+        kombu_name, ticket = f"{routing_key}.{exchange}", (message.get("headers") or {}).get("ticket")
+        control = self.control.reply_queue(kombu_name, str(ticket)) if ticket else self._control_queue(kombu_name)
         if control is None:
             return
         self._inplace_augment_message(message, exchange, routing_key)

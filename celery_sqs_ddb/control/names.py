@@ -110,6 +110,17 @@ class ControlOptions:
             return None
         return ControlQueue(kombu_name, role, queue_name(f"{self.queue_prefix}{role}-", body), body)
 
+    def reply_queue(self, kombu_name: str, ticket: str) -> ControlQueue:
+        """The reply queue of one ``inspect``/``control`` call, named by the call's ticket.
+
+        kombu names a reply queue after the client's oid, which repeats (in kombu 5.7 it is
+        derived from ``id()`` of a short-lived object); SQS refuses to create a queue under a name
+        deleted less than 60 s ago, so a call right after one that deleted its queue would fail.
+        The ticket (a uuid4 per call, in the broadcast and in every reply's headers) never
+        repeats, and both sides know it.
+        """
+        return ControlQueue(kombu_name, ROLE_REPLY, queue_name(f"{self.queue_prefix}{ROLE_REPLY}-", ticket), ticket)
+
     @classmethod
     def from_settings(cls, settings: Settings, predefined_queues: Mapping[str, Any] | None = None) -> ControlOptions:
         """The control options of ``settings``; the namespace defaults to the first queue's name."""

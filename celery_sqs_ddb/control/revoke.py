@@ -18,15 +18,18 @@ from kombu.utils.json import loads
 logger = get_logger(__name__)
 
 
-def on_broadcast(channel: Any, message: dict[str, Any]) -> str | None:
-    """Handle a broadcast being published; returns its method name (None if unreadable)."""
+def broadcast_body(channel: Any, message: dict[str, Any]) -> dict[str, Any]:
+    """The decoded body of a broadcast being published (empty if unreadable)."""
     try:
         props = message.get("properties") or {}
         body = loads(bytes_to_str(channel.decode_body(message["body"], props.get("body_encoding"))))
     except (ValueError, TypeError, KeyError):
-        return None
-    if not isinstance(body, dict):
-        return None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def on_broadcast(channel: Any, body: dict[str, Any]) -> str | None:
+    """Handle a broadcast being published (its decoded body); returns its method name."""
     method = body.get("method")
     if method == "revoke":
         revoke_in_table((body.get("arguments") or {}).get("task_id"), channel.control.remote_control)

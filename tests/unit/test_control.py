@@ -236,3 +236,41 @@ def test_owner_keeps_its_queues_fresh_recreates_a_deleted_one_and_deletes_them_w
         while owned.thread is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert owned.thread is None  # nothing left to keep alive: the thread ended
+
+
+def test_each_call_gets_a_reply_queue_of_its_own_even_when_kombu_repeats_the_name(monkeypatch):
+    """kombu names the reply queue after an oid that repeats (in 5.7: ``id()`` of a short-lived copy);
+    SQS refuses a name deleted less than 60 s ago, so the queue is named by the call's ticket, and
+    a worker's reply (which carries the ticket) reaches it."""
+    from kombu.pidbox import Mailbox
+
+    monkeypatch.setattr(Mailbox, "oid", property(lambda self: "0id-repeats"))
+    created, deleted = [], []
+    real_ensure, real_delete = ControlPlane.ensure_queue, ControlPlane.delete
+    with mock_aws():
+        url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")["QueueUrl"]
+        app = Celery("t", set_as_current=False)
+        app.conf.update(celery_sqs_ddb.broker_settings({"jobs": url}, region=REGION, remote_control=True))
+        worker_side = app.connection_for_write()
+
+        def ensure(plane, queue):
+            found = real_ensure(plane, queue)
+            if queue.role == "reply":
+                assert queue.name not in deleted, f"{queue.name} created again after its deletion"
+                created.append(queue.name)
+                # what a worker does when the broadcast reaches it: reply by the ticket
+                app.control.mailbox(worker_side)._publish_reply(
+                    {"w1@host": {"ok": "pong"}}, "reply.celery.pidbox", "0id-repeats", queue.owner)
+            return found
+
+        def delete(plane, queue_url, subscription=None):
+            deleted.append(queue_url.rsplit("/", 1)[-1])
+            return real_delete(plane, queue_url, subscription)
+
+        monkeypatch.setattr(ControlPlane, "ensure_queue", ensure)
+        monkeypatch.setattr(ControlPlane, "delete", delete)
+        for _ in range(3):
+            assert app.control.inspect(timeout=2, destination=["w1@host"]).ping() == {"w1@host": {"ok": "pong"}}
+        worker_side.release()
+    assert len(set(created)) == 3 and all("0id-repeats" not in name for name in created)
+    assert deleted == created  # each call's queue is gone when the call returns
