@@ -14,14 +14,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from amqp.protocol import queue_declare_ok_t  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from celery.utils.log import get_logger
 from kombu.transport.SQS.SNS import SNS as _KombuSns
 from kombu.utils.json import dumps
 from kombu.utils.objects import cached_property
 
 from .. import aws
-from ..exceptions import ConfigurationError
+from ..exceptions import AwsCallFailed, ConfigurationError
 from .keepalive import OWNED
 from .names import (
     KIND_CONTROL,
@@ -69,6 +69,8 @@ class Topics(_KombuSns):
 
 
 
+
+REPLY_RETRIES = (0.2, 0.4)  # pauses before a reply queue not found is looked up again
 
 #: kombu reply-queue name -> (the SQS reply queue of the call in progress, its URL), for the whole
 #: process: kombu publishes a call's broadcast on a pooled producer's channel and collects the
@@ -248,19 +250,33 @@ class ControlChannelMixin(_Base):
         if control is None:
             return
         self._inplace_augment_message(message, exchange, routing_key)
-        for pause in (0.2, 0.4, None):  # SQS: a queue may take a moment to be usable after CreateQueue
-            url = self.control_plane.lookup(control.name)
-            if url is not None:
-                try:
-                    self.sqs().send_message(QueueUrl=url, MessageBody=dumps(message))
-                    return
-                except ClientError as exc:
-                    if aws.error_code(exc) not in aws.MISSING_QUEUE_CODES:
-                        raise
-            if pause is None:
-                break
-            time.sleep(pause)
-        logger.debug("Reply to %s dropped: the client stopped waiting and deleted its queue", routing_key)
+        self._send_reply(control.name, dumps(message), routing_key, REPLY_RETRIES)
+
+    def _send_reply(self, name: str, body: str, routing_key: str, pauses: tuple[float, ...]) -> None:
+        """SendMessage to reply queue ``name``; not found yet (SQS: a new queue may take a moment to
+        be visible) is tried again after each of ``pauses`` — on the worker's event loop when there
+        is one, so a reply to a client that already gave up never blocks the consumer."""
+        url = self.control_plane.lookup(name)
+        if url is not None:
+            try:
+                self.sqs().send_message(QueueUrl=url, MessageBody=body)
+                return
+            except ClientError as exc:
+                if aws.error_code(exc) not in aws.MISSING_QUEUE_CODES:
+                    raise
+        if not pauses:
+            logger.debug("Reply to %s dropped: the client stopped waiting and deleted its queue", routing_key)
+        elif self.hub is not None:
+            self.hub.call_later(pauses[0], self._send_reply_later, name, body, routing_key, pauses[1:])
+        else:
+            time.sleep(pauses[0])
+            self._send_reply(name, body, routing_key, pauses[1:])
+
+    def _send_reply_later(self, *args: Any) -> None:
+        try:
+            self._send_reply(*args)
+        except (ClientError, BotoCoreError, AwsCallFailed) as exc:  # on the event loop: log, never raise
+            logger.warning("Reply to %s not sent: %s", args[2], exc)
 
     def drain_events(self, timeout: float | None = None, callback: Any = None, **kwargs: Any) -> Any:
         self._drain_timeout = timeout  # a blocking client (inspect, events) must not long-poll past it

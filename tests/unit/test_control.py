@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -274,3 +275,42 @@ def test_each_call_gets_a_reply_queue_of_its_own_even_when_kombu_repeats_the_nam
         worker_side.release()
     assert len(set(created)) == 3 and all("0id-repeats" not in name for name in created)
     assert deleted == created  # each call's queue is gone when the call returns
+
+
+def test_a_reply_to_a_queue_not_found_is_retried_on_the_event_loop_not_by_sleeping(monkeypatch):
+    from celery_sqs_ddb.control import channel as control_channel
+
+    """A late reply (the client gave up and deleted its queue) must not block a worker's consumer:
+    the lookups that wait for a just-created queue to become visible are hub timers."""
+
+    class Hub:
+        def __init__(self) -> None:
+            self.later: list[tuple[float, object, tuple]] = []
+
+        def call_later(self, delay: float, fun: object, *args: object) -> None:
+            self.later.append((delay, fun, args))
+
+    with mock_aws():
+        url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")["QueueUrl"]
+        app = Celery("t", set_as_current=False)
+        app.conf.update(celery_sqs_ddb.broker_settings({"jobs": url}, region=REGION, remote_control=True))
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            hub = channel.hub = Hub()
+            monkeypatch.setattr(control_channel.time, "sleep", lambda seconds: pytest.fail("slept on the loop"))
+            message = channel.prepare_message(json.dumps({"w1@host": {"ok": "pong"}}), 0, "application/json",
+                                              "utf-8", {"ticket": "no-such-ticket"}, {})
+            channel.basic_publish(message, "reply.celery.pidbox", "some-oid")  # as kombu's Mailbox does
+            assert [delay for delay, _, _ in hub.later] == [0.2]
+            _, fun, args = hub.later.pop()
+            fun(*args)  # still missing: one more try, later
+            assert [delay for delay, _, _ in hub.later] == [0.4]
+            queue = channel.control.reply_queue("some-oid.reply.celery.pidbox", "no-such-ticket")
+            reply_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName=queue.name)["QueueUrl"]
+            _, fun, args = hub.later.pop()
+            fun(*args)  # visible now: delivered, nothing more scheduled
+            assert hub.later == []
+            body = boto3.client("sqs", region_name=REGION).receive_message(QueueUrl=reply_url)["Messages"][0]["Body"]
+            sent = json.loads(body)
+            assert sent["headers"]["ticket"] == "no-such-ticket"
+            assert json.loads(base64.b64decode(sent["body"])) == {"w1@host": {"ok": "pong"}}
