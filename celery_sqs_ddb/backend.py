@@ -295,6 +295,10 @@ class DynamoDBBackend(RunTracking, Chords, BaseBackend):
         while True:
             meta = self._newest(task_id, self.table.get(task_id, consistent=False))
             if meta["status"] in celery_states.READY_STATES:
+                if on_interval and meta["status"] in celery_states.PROPAGATE_STATES:
+                    # As Celery's result consumers do once the result is in: a failed parent raises
+                    # its own error first (a chord header's exception rather than the ChordError).
+                    on_interval()
                 return meta
             if on_interval:
                 on_interval()

@@ -479,3 +479,27 @@ def test_a_finished_task_item_stays_under_one_write_unit(backend):
     index_row = {k: v for k, v in item.items()
                  if k in (*schema.INDEX_PROJECTION, "task_id", schema.STATUS_SHARD, schema.UPDATED_AT)}
     assert item_bytes(index_row) < 300, index_row
+
+
+def test_get_raises_a_failed_parent_s_error_before_the_child_s_own(backend):
+    """Celery's result consumers look at the parents once the result is in: a chord whose header
+    failed raises the header's exception, not the ChordError stored on the body."""
+    import threading
+
+    from celery.exceptions import ChordError
+    from celery.result import AsyncResult
+
+    def fail_both() -> None:  # as a worker does: the part's own failure first, then the chord's
+        time.sleep(0.1)
+        backend.mark_as_failure("header-part", KeyError("the header's own error"))
+        backend.mark_as_failure("body", ChordError("Dependency header-part raised KeyError"))
+
+    body = AsyncResult("body", backend=backend, app=backend.app, parent=AsyncResult("header-part", backend=backend,
+                                                                                      app=backend.app))
+    worker = threading.Thread(target=fail_both)
+    worker.start()
+    with pytest.raises(KeyError, match="the header's own error"):
+        body.get(timeout=5)  # both pending when it starts
+    worker.join()
+    assert isinstance(AsyncResult("body", backend=backend, app=backend.app).get(timeout=5, propagate=False),
+                      ChordError)  # without a failed parent: the child's own error
