@@ -18,6 +18,8 @@ from celery.utils.log import get_logger
 from kombu.utils.objects import cached_property
 
 from . import schema
+from .exceptions import ClaimCheckMissing, GroupMissing
+from .runs import is_ours
 from .table import expired, iso, utcnow
 
 if TYPE_CHECKING:  # what the mixin is mixed into (untyped libraries: Any)
@@ -41,11 +43,15 @@ class Chords(_Base):
         return result
 
     def _restore_group(self, group_id: str) -> dict[str, Any] | None:
-        item = self.table.get(str(group_id))
+        result = self._group_of(self.table.get(str(group_id)))
+        return None if result is None else {"result": result}
+
+    def _group_of(self, item: dict[str, Any] | None) -> GroupResult | None:
+        """The GroupResult saved on a group's item (None if there is none, or it expired)."""
         if not item or expired(item):
             return None
         raw = self._load_big(item, schema.GROUP_RESULT)
-        return None if raw is None else {"result": result_from_tuple(self._decode_value(raw), self.app)}
+        return None if raw is None else result_from_tuple(self._decode_value(raw), self.app)
 
     def _delete_group(self, group_id: str) -> None:
         self.table.delete(str(group_id))
@@ -87,15 +93,23 @@ class Chords(_Base):
         if not gid:
             return
         callback = maybe_signature(request.chord, app=self.app)
+        gone = ChordError(f"GroupResult {gid} no longer exists")
         try:
-            deps = GroupResult.restore(gid, backend=self)
-        except Exception as exc:  # a read error is reported on the chord, as Celery does
+            self.table.count_chord_part(gid, str(request.id))
+        except GroupMissing:
+            return self.chord_error_from_stack(callback, gone)
+        # One strong read after the count: the count, the size and the saved header in one item. An
+        # AWS error here (like one of the count) propagates: the part is deferred and tried again.
+        group = self.table.get(gid) or {}
+        try:
+            deps = self._group_of(group)
+        except Exception as exc:  # a header that cannot be restored is reported on the chord, as Celery does
+            if is_ours(exc) and not isinstance(exc, ClaimCheckMissing):
+                raise  # an S3 outage: deferred like the count
             logger.exception("Chord %r raised: %r", gid, exc)
             return self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
         if deps is None:
-            return self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} no longer exists"))
-        self.table.count_chord_part(gid, str(request.id))
-        group = self.table.get(gid) or {}
+            return self.chord_error_from_stack(callback, gone)
         size = group.get(schema.CHORD_SIZE)
         if size is None:
             size = request.chord.get("chord_size")

@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from . import aws, schema, states
 from .config import Settings
-from .exceptions import StateConflict
+from .exceptions import GroupMissing, StateConflict
 from .waiting import backoff_intervals
 
 _serializer = TypeSerializer()
@@ -239,7 +239,8 @@ class TaskTable:
 
     def count_chord_part(self, group_id: str, part_id: str) -> bool:
         """Count a finished header part on its group, once: the part's marker and the group's
-        counter change in one transaction. False if the part was counted before."""
+        counter change in one transaction. False if the part was counted before;
+        :class:`GroupMissing` if the group's item does not exist (nothing is written)."""
         part = {"Update": {
             "TableName": self.name, "Key": {schema.TASK_ID: {"S": part_id}},
             "UpdateExpression": "SET #c = :g", "ConditionExpression": "attribute_not_exists(#c)",
@@ -248,14 +249,19 @@ class TaskTable:
         }}
         group = {"Update": {
             "TableName": self.name, "Key": {schema.TASK_ID: {"S": group_id}}, "UpdateExpression": "ADD #n :one",
-            "ExpressionAttributeNames": {"#n": schema.CHORD_COUNT}, "ExpressionAttributeValues": {":one": {"N": "1"}},
+            "ConditionExpression": "attribute_exists(#id)",  # no stray group item for a group that is gone
+            "ExpressionAttributeNames": {"#n": schema.CHORD_COUNT, "#id": schema.TASK_ID},
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
         }}
         try:
             self.call("TransactWriteItems", "transact_write_items", TransactItems=[part, group])
         except ClientError as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-            if aws.error_code(exc) == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
-                return False
+            if aws.error_code(exc) == "TransactionCanceledException":
+                if reasons[1:2] == ["ConditionalCheckFailed"]:
+                    raise GroupMissing(f"the item of group {group_id} does not exist") from exc
+                if reasons[:1] == ["ConditionalCheckFailed"]:
+                    return False
             raise
         return True
 

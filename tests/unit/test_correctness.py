@@ -455,3 +455,25 @@ def test_refused_part_whose_count_fails_is_deferred_not_dropped(chord_app, monke
     monkeypatch.setattr(backend.table, "count_chord_part", outage)
     run = run_refused(app, Claimer(backend), ids[1], gid, chord)
     assert isinstance(run.info.retval, ClaimDeferred)  # held by the worker and tried again later
+
+
+def test_a_chord_part_reads_its_group_once_and_a_missing_group_is_a_chord_error(chord_app, monkeypatch):
+    """The count, the size and the saved header come from one strong read after the count; a part
+    of a group whose item is gone ends the chord with a ChordError and writes no stray group item."""
+    from celery.exceptions import ChordError
+
+    backend = chord_app.backend
+    gid, ids, chord = make_chord(chord_app, 2)
+    reads: list[str] = []
+    real_get = backend.table.get
+    monkeypatch.setattr(backend.table, "get", lambda task_id, consistent=True: reads.append(task_id)
+                        or real_get(task_id, consistent))
+    backend.on_chord_part_return(Request(ids[0], group=gid, chord=chord), states.SUCCESS, 1)
+    assert reads == [gid]
+
+    errors: list[BaseException] = []
+    monkeypatch.setattr(backend, "chord_error_from_stack", lambda callback, exc: errors.append(exc))
+    backend.table.delete(gid)
+    backend.on_chord_part_return(Request(ids[1], group=gid, chord=chord), states.SUCCESS, 2)
+    assert [type(e) for e in errors] == [ChordError] and "no longer exists" in str(errors[0])
+    assert real_get(gid) is None  # the count's ADD did not create a group item
