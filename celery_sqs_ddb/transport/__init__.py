@@ -23,6 +23,7 @@ read once per connection (:meth:`celery_sqs_ddb.config.Settings.read`); it never
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from kombu.transport import SQS
@@ -45,3 +46,10 @@ class Transport(SQS.Transport):
         if self.settings.remote_control:
             # Celery starts a worker's remote-control consumer only on a fanout-capable transport.
             self.implements = self.implements.extend(exchange_type=frozenset({"direct", "fanout"}))
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """Celery's consumer hands its event loop over in the thread that runs it: channels made in
+        other threads (a client in the same process, as with Celery's in-process test worker) keep
+        off that loop (see :attr:`Channel.hub`)."""
+        loop._sqs_ddb_thread = threading.get_ident()
+        super().register_with_event_loop(connection, loop)

@@ -53,10 +53,27 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
     _housekeeper: Housekeeper | None = None
     _closing = False
 
+    _hub: Any = None
+    _made_in: int | None = None
+
+    @property
+    def hub(self) -> Any:
+        """kombu's event loop for async receives: the process's global one, which kombu hands to
+        every channel; only channels made in the thread that runs it may use it (the loop and its
+        curl handles are not thread-safe), the others receive synchronously."""
+        hub = self._hub
+        owner = getattr(hub, "_sqs_ddb_thread", None)
+        return hub if owner is None or owner == self._made_in else None
+
+    @hub.setter
+    def hub(self, value: Any) -> None:
+        self._hub = value
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._made_in = threading.get_ident()
         super().__init__(*args, **kwargs)
         if self.hub is not None and not hasattr(self.hub, "_current_http_client"):
-            self.hub._current_http_client = CurlClient(self.hub)  # type: ignore[union-attr]  # kombu's slot
+            self.hub._current_http_client = CurlClient(self.hub)  # kombu's slot
 
     # ------------------------------------------------------------------ parts
 

@@ -101,3 +101,35 @@ def test_undecodable_body_goes_to_the_dlq_with_a_reason(queues):
     assert dead["Body"] == "<<not json>>"
     assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"].startswith("body is not a kombu/Celery")
     assert receive(sqs, std) == []  # deleted from the source queue, not looping
+
+
+def test_only_channels_made_on_the_event_loop_s_thread_use_it():
+    """kombu hands the process's event loop to every SQS channel; with a worker in the same process
+    (Celery's in-process test worker), a client's channel made in another thread would drive the
+    worker's loop and curl handles from its own thread. It receives synchronously instead."""
+    import threading
+
+    from kombu.asynchronous import Hub, get_event_loop, set_event_loop
+
+    with mock_aws():
+        url = boto3.client("sqs", region_name="eu-west-1").create_queue(QueueName="jobs")["QueueUrl"]
+        app = Celery("t", set_as_current=False)
+        app.conf.update(celery_sqs_ddb.broker_settings({"jobs": url}, region="eu-west-1"))
+        previous = get_event_loop()
+        hub = set_event_loop(Hub())
+        try:
+            channels: dict[str, object] = {}
+
+            def worker_thread() -> None:  # what Celery's consumer does in the thread that runs the loop
+                conn = app.connection_for_read()
+                conn.transport.register_with_event_loop(conn.connection, hub)
+                channels["worker"] = conn.default_channel
+
+            thread = threading.Thread(target=worker_thread)
+            thread.start()
+            thread.join()
+            client = app.connection_for_write().default_channel  # this thread: a client of that worker
+            assert channels["worker"].hub is hub
+            assert client.hub is None
+        finally:
+            set_event_loop(previous)
