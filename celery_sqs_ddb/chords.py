@@ -18,7 +18,7 @@ from celery.utils.log import get_logger
 from kombu.utils.objects import cached_property
 
 from . import schema
-from .exceptions import ClaimCheckMissing, GroupMissing
+from .exceptions import ClaimCheckMissing
 from .runs import is_ours
 from .table import expired, iso, utcnow
 
@@ -93,29 +93,28 @@ class Chords(_Base):
         if not gid:
             return
         callback = maybe_signature(request.chord, app=self.app)
-        gone = ChordError(f"GroupResult {gid} no longer exists")
-        try:
-            self.table.count_chord_part(gid, str(request.id))
-        except GroupMissing:
-            return self.chord_error_from_stack(callback, gone)
-        # One strong read after the count: the count, the size and the saved header in one item. An
-        # AWS error here (like one of the count) propagates: the part is deferred and tried again.
-        group = self.table.get(gid) or {}
-        try:
-            deps = self._group_of(group)
+        # The count is on a small item of its own (schema.chord_key); one strong read of it after
+        # the count. AWS errors here propagate: the part is deferred and tried again.
+        self.table.count_chord_part(gid, str(request.id))
+        counter = self.table.get(schema.chord_key(gid)) or {}
+        size = counter.get(schema.CHORD_SIZE)
+        if size is None:
+            size = request.chord.get("chord_size")
+        count, fired = int(counter.get(schema.CHORD_COUNT, 0)), counter.get(schema.CHORD_FIRED)
+        if fired or (size is not None and count < int(size)):
+            return
+        try:  # the saved header: read by the part that completes the count (and to size a plain header)
+            deps = GroupResult.restore(gid, backend=self)
         except Exception as exc:  # a header that cannot be restored is reported on the chord, as Celery does
             if is_ours(exc) and not isinstance(exc, ClaimCheckMissing):
-                raise  # an S3 outage: deferred like the count
+                raise  # an S3 or DynamoDB outage: deferred like the count
             logger.exception("Chord %r raised: %r", gid, exc)
             return self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
         if deps is None:
-            return self.chord_error_from_stack(callback, gone)
-        size = group.get(schema.CHORD_SIZE)
-        if size is None:
-            size = request.chord.get("chord_size")
+            return self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} no longer exists"))
         if size is None:
             size = len(deps)
-        if int(group.get(schema.CHORD_COUNT, 0)) < int(size) or group.get(schema.CHORD_FIRED):
+        if count < int(size):
             return
         try:
             with allow_join_result():

@@ -56,10 +56,6 @@ class UntrustedPointer(ClaimCheckMissing):
     """A message points outside the configured claim-check bucket and prefix."""
 
 
-class GroupMissing(SqsDdbError):
-    """A chord part finished, but its group's item is gone (expired, or forgotten by the user)."""
-
-
 class ClaimDeferred(Reject, SqsDdbError):
     """A claim or result write failed on our side (DynamoDB/S3 after retries): the task waits.
 

@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from . import aws, schema, states
 from .config import Settings
-from .exceptions import GroupMissing, StateConflict
+from .exceptions import StateConflict
 from .waiting import backoff_intervals
 
 _serializer = TypeSerializer()
@@ -238,41 +238,56 @@ class TaskTable:
         self.call("DeleteItem", "delete_item", TableName=self.name, Key={schema.TASK_ID: {"S": task_id}})
 
     def count_chord_part(self, group_id: str, part_id: str) -> bool:
-        """Count a finished header part on its group, once: the part's marker and the group's
-        counter change in one transaction. False if the part was counted before;
-        :class:`GroupMissing` if the group's item does not exist (nothing is written)."""
+        """Count a finished header part on its chord's counter item, once: the part's marker and
+        the counter change in one transaction. False if the part was counted before."""
         part = {"Update": {
             "TableName": self.name, "Key": {schema.TASK_ID: {"S": part_id}},
             "UpdateExpression": "SET #c = :g", "ConditionExpression": "attribute_not_exists(#c)",
             "ExpressionAttributeNames": {"#c": schema.CHORD_COUNTED},
             "ExpressionAttributeValues": {":g": {"S": group_id}},
         }}
-        group = {"Update": {
-            "TableName": self.name, "Key": {schema.TASK_ID: {"S": group_id}}, "UpdateExpression": "ADD #n :one",
-            "ConditionExpression": "attribute_exists(#id)",  # no stray group item for a group that is gone
-            "ExpressionAttributeNames": {"#n": schema.CHORD_COUNT, "#id": schema.TASK_ID},
-            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        names, values, sets = self._counter_item()
+        names["#n"], values[":one"] = schema.CHORD_COUNT, {"N": "1"}
+        counter = {"Update": {
+            "TableName": self.name, "Key": {schema.TASK_ID: {"S": schema.chord_key(group_id)}},
+            "UpdateExpression": f"SET {sets} ADD #n :one",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
         }}
         try:
-            self.call("TransactWriteItems", "transact_write_items", TransactItems=[part, group])
+            self.call("TransactWriteItems", "transact_write_items", TransactItems=[part, counter])
         except ClientError as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-            if aws.error_code(exc) == "TransactionCanceledException":
-                if reasons[1:2] == ["ConditionalCheckFailed"]:
-                    raise GroupMissing(f"the item of group {group_id} does not exist") from exc
-                if reasons[:1] == ["ConditionalCheckFailed"]:
-                    return False
+            if aws.error_code(exc) == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+                return False
             raise
         return True
 
+    def _counter_item(self) -> tuple[dict[str, str], dict[str, Any], str]:
+        """Names, values and SET clauses that make a chord counter item what it is (its kind, its
+        TTL) when an update creates it."""
+        names = {"#kind": schema.KIND, "#exp": schema.EXPIRES_AT}
+        values: dict[str, Any] = {":kind": {"S": schema.KIND_CHORD}}
+        sets = "#kind = :kind"
+        expires = self.expires_at()
+        if expires is not None:
+            values[":exp"] = {"N": str(expires)}
+            sets += ", #exp = if_not_exists(#exp, :exp)"
+        else:
+            del names["#exp"]
+        return names, values, sets
+
     def set_chord_size(self, group_id: str, size: int) -> None:
-        self.call("UpdateItem", "update_item", TableName=self.name, Key={schema.TASK_ID: {"S": group_id}},
-                  UpdateExpression="SET #s = :n", ExpressionAttributeNames={"#s": schema.CHORD_SIZE},
-                  ExpressionAttributeValues={":n": {"N": str(int(size))}})
+        names, values, sets = self._counter_item()
+        names["#s"], values[":n"] = schema.CHORD_SIZE, {"N": str(int(size))}
+        self.call("UpdateItem", "update_item", TableName=self.name,
+                  Key={schema.TASK_ID: {"S": schema.chord_key(group_id)}}, UpdateExpression=f"SET {sets}, #s = :n",
+                  ExpressionAttributeNames=names,
+                  ExpressionAttributeValues=values)
 
     def mark_chord_fired(self, group_id: str) -> None:
-        self.call("UpdateItem", "update_item", TableName=self.name, Key={schema.TASK_ID: {"S": group_id}},
-                  UpdateExpression="SET #f = :t", ExpressionAttributeNames={"#f": schema.CHORD_FIRED},
+        self.call("UpdateItem", "update_item", TableName=self.name,
+                  Key={schema.TASK_ID: {"S": schema.chord_key(group_id)}}, UpdateExpression="SET #f = :t",
+                  ExpressionAttributeNames={"#f": schema.CHORD_FIRED},
                   ExpressionAttributeValues={":t": {"BOOL": True}})
 
     # ------------------------------------------------------------------ reads

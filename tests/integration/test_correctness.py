@@ -16,7 +16,7 @@ import pytest
 from celery import chord
 
 import celery_sqs_ddb
-from celery_sqs_ddb import states
+from celery_sqs_ddb import schema, states
 from celery_sqs_ddb.transport.headers import CLAIM_CHECK_KEY, REASON_ATTRIBUTE
 from tests.support.stack import REGION, celery_command, make_client_app
 from tests.support.waiting import wait_until
@@ -73,10 +73,10 @@ def test_chord_part_whose_count_died_with_its_worker_is_counted_on_redelivery(st
         victim.process.wait(10)
     finally:
         moto_server.clear_injections()
-    assert (stack.item(result.parent.id) or {}).get("chord_count") is None  # nothing counted yet
+    assert (stack.item(schema.chord_key(result.parent.id)) or {}).get("chord_count") is None  # nothing counted yet
     survivor = workers(env, name="survivor", concurrency=2).wait_ready()
     assert result.get(timeout=60) == 6
-    item = stack.item(result.parent.id)
+    item = stack.item(schema.chord_key(result.parent.id))
     assert item["chord_count"] == 2 and item["chord_fired"] is True
     line = f"Task tests.tsum[{result.id}] succeeded"
     wait_until(lambda: line in survivor.output(), 10, "the callback's success logged")  # logged after the write
@@ -92,7 +92,7 @@ def test_revoked_chord_part_is_counted_and_the_chord_fails(stack, client_app, wo
     worker = workers(stack.env()).wait_ready()
     wait_until(lambda: result.state == states.FAILURE, 40, f"chord callback FAILURE:\n{worker.output()}")
     assert "revoked" in repr(result.result).lower()
-    assert stack.item(result.parent.id)["chord_count"] == 2
+    assert stack.item(schema.chord_key(result.parent.id))["chord_count"] == 2
 
 
 # --------------------------------------------------------------------------- 3-6. S3 claim-check

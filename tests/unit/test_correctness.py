@@ -153,13 +153,13 @@ def test_chord_part_returned_twice_is_counted_once(chord_app):
     backend.on_chord_part_return(Request(ids[0], gid, chord), states.SUCCESS, 1)  # a duplicate delivery
     backend.on_chord_part_return(Request(ids[1], gid, chord), states.SUCCESS, 2)
     assert app.sent_callbacks == []  # 2 of 3 parts: a counter counting calls would have fired
-    assert int(backend.table.get(gid)[schema.CHORD_COUNT]) == 2
+    assert int(backend.table.get(schema.chord_key(gid))[schema.CHORD_COUNT]) == 2
     backend.on_chord_part_return(Request(ids[2], gid, chord), states.SUCCESS, 3)
     assert app.sent_callbacks == [([1, 2, 3],)]
     backend.on_chord_part_return(Request(ids[2], gid, chord), states.SUCCESS, 3)  # the last part again
     backend.on_chord_part_return(Request(ids[1], gid, chord), states.SUCCESS, 2)
     assert app.sent_callbacks == [([1, 2, 3],)]  # fired once
-    assert backend.table.get(gid)[schema.CHORD_FIRED] is True
+    assert backend.table.get(schema.chord_key(gid))[schema.CHORD_FIRED] is True
 
 
 def test_chord_whose_header_chain_ends_in_a_group_waits_for_every_task_of_that_group(chord_app):
@@ -200,7 +200,7 @@ def test_count_chord_part_is_true_once_per_part(chord_app):
     assert table.count_chord_part(gid, ids[0]) is True
     assert table.count_chord_part(gid, ids[0]) is False
     assert table.count_chord_part(gid, ids[1]) is True
-    assert int(table.get(gid)[schema.CHORD_COUNT]) == 2
+    assert int(table.get(schema.chord_key(gid))[schema.CHORD_COUNT]) == 2
     assert table.get(ids[0])[schema.CHORD_COUNTED] == gid
 
 
@@ -217,7 +217,7 @@ def test_refused_chord_part_is_counted_when_revoked(chord_app):
     assert celery_sqs_ddb.revoke(app, revoked) == 1
     run = run_refused(app, Claimer(backend), revoked, gid, chord)
     assert run.info.state == celery_states.IGNORED  # the body did not run
-    assert int(backend.table.get(gid)[schema.CHORD_COUNT]) == 2
+    assert int(backend.table.get(schema.chord_key(gid))[schema.CHORD_COUNT]) == 2
     assert app.sent_callbacks == []  # a revoked part fails the chord instead of calling it
     callback = backend.get_task_meta(f"{gid}-callback", cache=False)
     assert callback["status"] == states.FAILURE and "revoked" in repr(callback["result"]).lower()
@@ -233,13 +233,13 @@ def test_part_whose_count_was_lost_is_counted_when_redelivered(chord_app):
     gid, ids, chord = make_chord(app, 2)
     backend.on_chord_part_return(Request(ids[0], gid, chord), states.SUCCESS, 1)
     # ids[1]: result written by make_chord, never counted (the worker died here)
-    assert int(backend.table.get(gid)[schema.CHORD_COUNT]) == 1
+    assert int(backend.table.get(schema.chord_key(gid))[schema.CHORD_COUNT]) == 1
     claimer = Claimer(backend)
     run_refused(app, claimer, ids[1], gid, chord)
     assert app.sent_callbacks == [([1, 2],)]
     run_refused(app, claimer, ids[1], gid, chord, receives=3)  # and again: no second callback
     assert app.sent_callbacks == [([1, 2],)]
-    assert int(backend.table.get(gid)[schema.CHORD_COUNT]) == 2
+    assert int(backend.table.get(schema.chord_key(gid))[schema.CHORD_COUNT]) == 2
 
 
 def run_refused(app: Any, claimer: Any, task_id: str, gid: str, chord: dict[str, Any], receives: int = 2) -> Any:
@@ -457,9 +457,11 @@ def test_refused_part_whose_count_fails_is_deferred_not_dropped(chord_app, monke
     assert isinstance(run.info.retval, ClaimDeferred)  # held by the worker and tried again later
 
 
-def test_a_chord_part_reads_its_group_once_and_a_missing_group_is_a_chord_error(chord_app, monkeypatch):
-    """The count, the size and the saved header come from one strong read after the count; a part
-    of a group whose item is gone ends the chord with a ChordError and writes no stray group item."""
+def test_a_chord_part_counts_and_reads_a_small_item_not_its_group(chord_app, monkeypatch):
+    """The count lives on an item of its own: an update is billed by the item's size, and the group's
+    item holds the saved header (56 KB for 1,000 parts). A part that does not complete the chord
+    reads only the counter; the part that completes it reads the header too. A part of a group whose
+    item is gone ends the chord with a ChordError."""
     from celery.exceptions import ChordError
 
     backend = chord_app.backend
@@ -469,11 +471,16 @@ def test_a_chord_part_reads_its_group_once_and_a_missing_group_is_a_chord_error(
     monkeypatch.setattr(backend.table, "get", lambda task_id, consistent=True: reads.append(task_id)
                         or real_get(task_id, consistent))
     backend.on_chord_part_return(Request(ids[0], group=gid, chord=chord), states.SUCCESS, 1)
-    assert reads == [gid]
+    assert reads == [schema.chord_key(gid)]
+    counter = real_get(schema.chord_key(gid))
+    assert counter[schema.CHORD_COUNT] == 1 and counter[schema.KIND] == schema.KIND_CHORD
+    assert schema.EXPIRES_AT in counter  # it goes with the TTL like every item
+    assert schema.CHORD_COUNT not in real_get(gid)  # the group's item is not rewritten
 
     errors: list[BaseException] = []
     monkeypatch.setattr(backend, "chord_error_from_stack", lambda callback, exc: errors.append(exc))
     backend.table.delete(gid)
+    reads.clear()
     backend.on_chord_part_return(Request(ids[1], group=gid, chord=chord), states.SUCCESS, 2)
+    assert reads == [schema.chord_key(gid), gid]
     assert [type(e) for e in errors] == [ChordError] and "no longer exists" in str(errors[0])
-    assert real_get(gid) is None  # the count's ADD did not create a group item
