@@ -58,6 +58,10 @@ DIAGNOSED: dict[str, str] = {
         "broker_settings() sets task_acks_late=True, under which Celery reports False too"),
     "t/integration/test_inspect.py::test_Inspect::test_query_task": (
         "the same acknowledged=True assertion as test_active (task_acks_late=True)"),
+    "t/integration/test_tasks.py::test_task_replacement::test_replaced_task_nesting_level_0": (
+        "a race in the test: it sets assertion_result = False after delay() returns, so when the suite's "
+        "in-process worker receives the task first (its thread holds the GIL) the handler's True is "
+        "overwritten; passes in most runs"),
     "t/integration/test_canvas.py::test_group::test_large_group": MOTO_DEPTH,
     "t/integration/test_canvas.py::test_chord::test_large_header": MOTO_TRANSACT,
     "t/integration/test_canvas.py::test_chord::test_chain_to_a_chord_with_large_header": MOTO_TRANSACT,
