@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     report.write_junit(WORK, junit, EXPECTED)
     if not options.keyword and not options.no_report:
         out = ROOT / "docs" / "conformance.md"
-        out.write_text(report.markdown(junit, version=version, times=times, note=options.note))
+        out.write_text(report.markdown(junit, version=version, times=times, note=options.note,
+                                       diagnosed=DIAGNOSED))
         print(f"wrote {out.relative_to(ROOT)}")
     print(report.summary(junit))
     return 0
