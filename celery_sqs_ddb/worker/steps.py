@@ -48,6 +48,9 @@ class SqsDdbStep(bootsteps.StartStopStep):
         if self.claimer is not None:
             for task in c.app.tasks.values():  # Tasks.start has just rebuilt them
                 self.claimer.wrap(task)
+        channel = _channel_of(getattr(c, "task_consumer", None))
+        if channel is not None:  # its receives wait for room by the pool's size
+            channel.worker_pool = c.pool
 
     def stop(self, c: Any) -> None:
         """When the consumer stops (warm shutdown), give back what it holds and has not started."""

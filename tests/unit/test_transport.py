@@ -133,3 +133,28 @@ def test_only_channels_made_on_the_event_loop_s_thread_use_it():
             assert client.hub is None
         finally:
             set_event_loop(previous)
+
+
+@pytest.mark.parametrize(("prefetch", "processes", "held", "polls"), [
+    (2, 2, 1, True),     # multiplier 1: a free process is worth a receive at once
+    (8, 2, 3, False),    # multiplier 4: 5 free of 8, 3 held (more than one per process): wait
+    (8, 2, 2, True),     # 6 free, 2 held: one per process left, receive now
+    (8, None, 4, True),  # the pool's size unknown (not a worker): half the window
+    (8, None, 5, False),
+    (40, 10, 30, True),  # a receive brings at most 10
+])
+def test_a_receive_waits_for_room_while_every_process_still_has_a_message(prefetch, processes, held, polls):
+    from types import SimpleNamespace
+
+    from celery_sqs_ddb.transport.polling import Polling
+
+    class Window:
+        prefetch_count = prefetch
+
+        def can_consume_max_estimate(self) -> int:
+            return prefetch - held
+
+    channel = Polling()
+    channel.qos = Window()
+    channel.worker_pool = SimpleNamespace(num_processes=processes) if processes else None
+    assert channel._room_worth_a_receive() is polls
