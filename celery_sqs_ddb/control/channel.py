@@ -146,8 +146,8 @@ class ControlChannelMixin(_Base):
         kombu_name = f"{reply_to['routing_key']}.{reply_to.get('exchange')}"
         self._close_reply_queue(kombu_name)  # a call that ended without kombu's after-reply hook
         control = self.control.reply_queue(kombu_name, str(ticket))
-        url = self._queue_cache[control.name] = self.control_plane.ensure_queue(control)
-        OWNED.add(self.control_plane, control, url)
+        url = self.control_plane.ensure_queue(control)  # not cached here: this (pooled) channel
+        OWNED.add(self.control_plane, control, url)      # never sees the call's end
         _CALLS[kombu_name] = (control, url)
 
     def _close_reply_queue(self, kombu_name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import time
 
@@ -18,6 +19,7 @@ from celery_sqs_ddb.config import Settings
 from celery_sqs_ddb.control import ControlOptions, ControlPlane, queue_name
 from celery_sqs_ddb.control.names import TAG_OWNER, TAG_ROLE, TAG_SEEN, TAG_SUBSCRIPTION
 from celery_sqs_ddb.exceptions import AccessDenied, ConfigurationError
+from celery_sqs_ddb.transport import Channel
 
 REGION = "eu-west-1"
 OPTIONS = ControlOptions(remote_control=True, events=True, namespace="jobs", keepalive=1, stale_after=10)
@@ -273,15 +275,17 @@ def test_each_call_gets_a_reply_queue_of_its_own_even_when_kombu_repeats_the_nam
         for _ in range(3):
             assert app.control.inspect(timeout=2, destination=["w1@host"]).ping() == {"w1@host": {"ok": "pong"}}
         worker_side.release()
+        # no channel keeps a finished call's queue (kombu publishes on pooled channels that live on)
+        channels = [o for o in gc.get_objects() if isinstance(o, Channel) and o.connection is not None]
+        assert channels and not [name for c in channels for name in c._queue_cache if "-ctl-reply-" in name]
     assert len(set(created)) == 3 and all("0id-repeats" not in name for name in created)
     assert deleted == created  # each call's queue is gone when the call returns
 
 
 def test_a_reply_to_a_queue_not_found_is_retried_on_the_event_loop_not_by_sleeping(monkeypatch):
-    from celery_sqs_ddb.control import channel as control_channel
-
     """A late reply (the client gave up and deleted its queue) must not block a worker's consumer:
     the lookups that wait for a just-created queue to become visible are hub timers."""
+    from celery_sqs_ddb.control import channel as control_channel
 
     class Hub:
         def __init__(self) -> None:
