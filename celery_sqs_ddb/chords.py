@@ -1,9 +1,9 @@
 """Groups and chords on the task table: the saved GroupResult and the chord counter.
 
-A group's item holds its GroupResult (in S3 when over the item budget); a chord header part is
-counted on that item with a marker on the part's own item in one transaction, so a redelivered or
-retried part never counts twice. The part that completes the count joins the header and sends
-the callback, then marks the group fired.
+A group's item holds its GroupResult (in S3 when over the item budget). A chord header part is
+counted on the chord's small counter item (:func:`schema.chord_key`) with a marker on the part's
+own item, in one transaction, so a redelivered or retried part never counts twice. The part that
+completes the count joins the header and sends the callback, then marks the chord fired.
 """
 
 from __future__ import annotations
@@ -43,15 +43,11 @@ class Chords(_Base):
         return result
 
     def _restore_group(self, group_id: str) -> dict[str, Any] | None:
-        result = self._group_of(self.table.get(str(group_id)))
-        return None if result is None else {"result": result}
-
-    def _group_of(self, item: dict[str, Any] | None) -> GroupResult | None:
-        """The GroupResult saved on a group's item (None if there is none, or it expired)."""
+        item = self.table.get(str(group_id))
         if not item or expired(item):
             return None
         raw = self._load_big(item, schema.GROUP_RESULT)
-        return None if raw is None else result_from_tuple(self._decode_value(raw), self.app)
+        return None if raw is None else {"result": result_from_tuple(self._decode_value(raw), self.app)}
 
     def _delete_group(self, group_id: str) -> None:
         self.table.delete(str(group_id))

@@ -265,15 +265,13 @@ class TaskTable:
     def _counter_item(self) -> tuple[dict[str, str], dict[str, Any], str]:
         """Names, values and SET clauses that make a chord counter item what it is (its kind, its
         TTL) when an update creates it."""
-        names = {"#kind": schema.KIND, "#exp": schema.EXPIRES_AT}
+        names = {"#kind": schema.KIND}
         values: dict[str, Any] = {":kind": {"S": schema.KIND_CHORD}}
         sets = "#kind = :kind"
         expires = self.expires_at()
         if expires is not None:
-            values[":exp"] = {"N": str(expires)}
+            names["#exp"], values[":exp"] = schema.EXPIRES_AT, {"N": str(expires)}
             sets += ", #exp = if_not_exists(#exp, :exp)"
-        else:
-            del names["#exp"]
         return names, values, sets
 
     def set_chord_size(self, group_id: str, size: int) -> None:
@@ -281,8 +279,7 @@ class TaskTable:
         names["#s"], values[":n"] = schema.CHORD_SIZE, {"N": str(int(size))}
         self.call("UpdateItem", "update_item", TableName=self.name,
                   Key={schema.TASK_ID: {"S": schema.chord_key(group_id)}}, UpdateExpression=f"SET {sets}, #s = :n",
-                  ExpressionAttributeNames=names,
-                  ExpressionAttributeValues=values)
+                  ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
     def mark_chord_fired(self, group_id: str) -> None:
         self.call("UpdateItem", "update_item", TableName=self.name,
