@@ -336,11 +336,16 @@ class Channel(Polling, ControlChannelMixin, SQS.Channel):
     # ------------------------------------------------------------------ ack, reject, release
 
     def unacked(self) -> dict[str, Any]:
-        """Delivery tag -> kombu message of every delivery not acked yet (the prefetch window)."""
-        return dict(self.qos._delivered)
+        """Delivery tag -> kombu message of every delivery not acked yet (the prefetch window).
+        kombu drops an acked tag from its window lazily, at the next delivery: those are left out."""
+        acked = self.qos._dirty
+        return {tag: message for tag, message in self.qos._delivered.items() if tag not in acked}
 
     def _held(self, delivery_tag: str) -> dict[str, Any] | None:
-        """The delivery info of a message this channel holds from SQS (None if it holds none)."""
+        """The delivery info of a message this channel holds from SQS (None if it holds none,
+        or no longer: acked or released, its receipt handle must not be used again)."""
+        if delivery_tag in self.qos._dirty:
+            return None
         try:
             info = self.qos.get(delivery_tag).delivery_info
         except KeyError:

@@ -24,16 +24,14 @@ MARGIN_SECONDS = 15
 
 def wait_for_running_tasks(worker: Any) -> None:
     """Replaces ``WorkController.wait_for_soft_shutdown`` for workers of this package."""
-    from celery.worker import state
-
     from ..backend import DynamoDBBackend
-    from .steps import release_unstarted
+    from .steps import release_unstarted, running_ids
 
     consumer = getattr(worker, "consumer", None)
     if consumer is not None:
         release_unstarted(consumer)  # other workers take them now, not after the wait
     timeout = float(worker.app.conf.worker_soft_shutdown_timeout or 0)
-    ids = [request.id for request in list(state.active_requests)]
+    ids = sorted(running_ids(consumer))
     if timeout <= 0 or not ids:
         return
     logger.warning("Soft shutdown: waiting up to %.0f s for %d running task(s)", timeout, len(ids))

@@ -106,18 +106,32 @@ def release_unstarted(c: Any) -> int:
     not start them; the channel's prefetch window still holds them.) FIFO messages waiting for
     their group go back too.
     """
-    from celery.worker import state
-
     channel = _channel_of_consumer(c)
     if channel is None:
         return 0
-    running = {r.id for r in list(state.active_requests)}
+    running = running_ids(c)
     tags = [tag for tag, message in channel.unacked().items()
             if (getattr(message, "headers", None) or {}).get("id") not in running]
     released = channel.release(tags) + channel.release_waiting()
     if released:
         logger.info("Warm shutdown: released %d un-started message(s) for other workers", released)
     return released
+
+
+def running_ids(c: Any) -> set[str]:
+    """Ids of the tasks the consumer ``c`` has handed to its pool and not seen finish.
+
+    Celery's ``active_requests`` is not enough: a prefork child says it started a task through the
+    event loop, which a shutdown signal handler has stopped, so a task handed over just before the
+    signal runs without being active. The prefork pool keeps every job it was given, with the task
+    id, until the loop reads its result; other pools start a task in the call that hands it over.
+    """
+    from celery.worker import state
+
+    ids = {r.id for r in list(state.active_requests)}
+    jobs = getattr(getattr(getattr(c, "pool", None), "_pool", None), "_cache", None) or {}
+    ids.update(job.correlation_id for job in list(jobs.values()) if getattr(job, "correlation_id", None))
+    return ids
 
 
 def _channel_of_consumer(c: Any) -> Any:
