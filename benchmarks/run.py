@@ -13,7 +13,8 @@ Scenarios:
 
 a. throughput of trivial tasks, 2 workers x 2 processes, prefetch 4 and 1: the queue is filled
    first, then the workers start; tasks/s over the window where both workers run (task timestamps),
-   and the worker slot time per task beyond the task body;
+   the worker slot time per task beyond the task body, and the CPU time per task of each process
+   (moto, proxy, worker main processes, pool processes) while the queue drains;
 b. ``submit_many`` (stock: ``group().apply_async()``) + ``join()`` of 200 tasks, standard and
    FIFO: AWS calls, write/read units and SQS requests per task, request cost per million tasks;
 c. ``delay()`` + ``get()`` round trip of a no-op task, 200 sequential: p50/p90, calls per round trip;
@@ -167,6 +168,17 @@ class Setup:
             "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
         return sum(int(v) for v in attributes.values())
 
+    def processes(self) -> dict[str, list[int]]:
+        """Pids by role while the workers run: the moto server, the metering proxy, the workers'
+        main processes and their pool processes."""
+        pools = []
+        for proc in self.workers:
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+            pools += [int(pid) for pid in out.stdout.split()]
+        proxy = self.server.proxy_process
+        return {"moto": [self.server.process.pid], "proxy": [proxy.pid] if proxy else [],
+                "worker main": [p.pid for p in self.workers], "worker pool": pools}
+
     def stop_workers(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
@@ -204,12 +216,31 @@ def throughput(setup: Setup, tasks: int) -> dict[str, Any]:
     started = time.monotonic()
     setup.start_workers()
     time.sleep(2)
+    processes = setup.processes()
+    cpu_before, t0 = {k: cpu_seconds(v) for k, v in processes.items()}, time.time()
     while setup.backlog() and time.monotonic() - started < 900:
         time.sleep(1)  # no result polling while the workers run (it would load moto)
+    cpu = {k: cpu_seconds(v) - cpu_before[k] for k, v in processes.items()}
+    t1 = time.time()
     rows = result.join(timeout=600)
     assert sorted(r[3] for r in rows) == list(range(tasks)), "wrong results"
     setup.stop_workers()
-    return window_stats(rows, tasks)
+    stats = window_stats(rows, tasks)
+    done = sum(1 for r in rows if t0 <= r[2] <= t1)
+    stats["cpu_ms_per_task"] = {k: v * 1000 / max(done, 1) for k, v in cpu.items()}
+    return stats
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes so far (Linux /proc; 0 for a process gone)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 #: A pause this long between task starts is a stall (messages waiting out their visibility timeout),
@@ -261,6 +292,43 @@ def call_latency(server: MotoServer, samples: int = 40) -> dict[str, float]:
 
 
 CALIBRATION_TABLE = "bench-calibration"
+
+
+def moto_cpu_per_call(server: MotoServer, samples: int = 100) -> dict[str, float]:
+    """moto's own CPU ms per DynamoDB write of each flavour, straight to moto: stock's result write
+    (Celery's DynamoDB backend reads the item, then puts it) against the package's claim and result
+    (conditional UpdateItems). moto evaluates expressions in Python, on the machine's CPUs."""
+    from celery import Celery
+
+    from celery_sqs_ddb import schema
+
+    client = boto3.client("dynamodb", region_name=REGION, endpoint_url=server.direct_url)
+    app = Celery("bench-calibration", set_as_current=False)
+    app.conf.result_backend = f"ddb://{CALIBRATION_TABLE}?region={REGION}&endpoint_url={server.direct_url}"
+    backend = app.backend
+    ids = [uuid.uuid4().hex for _ in range(samples)]
+
+    def stock(task_id: str) -> None:
+        client.get_item(TableName=CALIBRATION_TABLE, Key={"task_id": {"S": task_id}})
+        client.put_item(TableName=CALIBRATION_TABLE, Item={"task_id": {"S": task_id}, "result": {"S": "{}"}})
+
+    def claim(task_id: str) -> None:
+        backend.begin_run(task_id, owns_started=True)
+        backend.claim(task_id, attempt=schema.attempt_key(0, 0, 1), message_id="m", worker="w@bench",
+                      task_name="bench.stamp", queue="bench", retries=0, publish_started=False)
+
+    def result(task_id: str) -> None:
+        backend.mark_as_done(task_id, ["w@bench", 1.0, 2.0, 0])
+        backend.end_run()
+
+    out = {}
+    for label, call in (("stock GetItem + PutItem", stock), ("claim UpdateItem", claim),
+                        ("result UpdateItem", result)):
+        before = cpu_seconds([server.process.pid])
+        for task_id in ids:
+            call(task_id)
+        out[label] = (cpu_seconds([server.process.pid]) - before) * 1000 / samples
+    return out
 
 
 def bulk(setup: Setup, tasks: int) -> dict[str, Any]:
@@ -366,6 +434,8 @@ def main() -> int:
     try:
         r["call_latency"] = call_latency(server)
         log(f"one GetItem: {r['call_latency']}")
+        r["moto_cpu_per_call"] = moto_cpu_per_call(server)
+        log(f"moto CPU ms per write: {r['moto_cpu_per_call']}")
         # stock's backend creates its table on first use: once, before any worker starts
         Setup(server, "stock", table=stock_table).app().backend.client  # noqa: B018
         for flavor in ("stock", "sqs_ddb"):

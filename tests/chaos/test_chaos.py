@@ -116,6 +116,31 @@ def test_sigterm_during_long_tasks_releases_and_finishes_elsewhere(stack_factory
     report("SIGTERM during long tasks", 4, 1, len(runs), 4 - len(runs), sum(n - 1 for n in runs.values()))
 
 
+def test_sigterm_drain_ends_when_ignore_result_tasks_finish_and_acks_them(stack_factory, workers, monkeypatch,
+                                                                          effects):
+    """ignore_result tasks write nothing to the table: the drain learns they finished from the
+    pool itself, acks them and exits, instead of waiting out the 100 s window and handing their
+    messages to another worker."""
+    stack = stack_factory(visibility_timeout=60)
+    app = make_client_app(stack, monkeypatch)
+    env = stack.env(SIDE_EFFECTS=effects, REMAP_SIGTERM="SIGQUIT")
+    first = workers(env, name="first", concurrency=2).wait_ready()
+    for i in range(2):
+        app.tasks["tests.effect"].apply_async((f"quiet{i}", 4), ignore_result=True)
+    wait_until(lambda: first.output().count("Task tests.effect[") >= 2, 30, "two long tasks running")
+    first.signal(signal.SIGTERM)
+    second = workers(env, name="second", concurrency=1).wait_ready()
+    assert first.process.wait(40) is not None  # not after worker_soft_shutdown_timeout (100 s)
+    assert "Soft shutdown: the running tasks finished" in first.output()
+    attributes = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    time.sleep(2)  # the second worker had the chance to receive a released message
+    runs = executions(effects)
+    assert runs == Counter({"quiet0": 1, "quiet1": 1}), runs
+    assert "Task tests.effect[" not in second.output()
+
+
 def test_deleted_table_mid_run_is_a_clear_error_and_loses_nothing(stack, client_app, workers, effects):
     from celery_sqs_ddb import schema
 
