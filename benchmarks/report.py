@@ -102,8 +102,12 @@ def throughput(r: dict[str, Any]) -> list[str]:
                 f"{s4['overhead_ms']:.0f} ms; on this machine one AWS call is {lat:.0f} ms and every call competes "
                 f"with moto for the {os.cpu_count()} CPUs")
         if "cpu_ms_per_task" in o4 and "cpu_ms_per_task" in s4:
+            busy = {label: run["cpu_ms_per_task"]["moto"] * run["tasks_per_s"] / 1000 for label, run in
+                    (("stock", s4), ("ours", o4))}
             why += (f"; moto's own CPU is {o4['cpu_ms_per_task']['moto']:.1f} ms a task against stock's "
-                    f"{s4['cpu_ms_per_task']['moto']:.1f} ms (see the CPU rows)")
+                    f"{s4['cpu_ms_per_task']['moto']:.1f} ms (see the CPU rows), and moto, one Python process, "
+                    f"was busy {busy['ours']:.0%} of a CPU in this run ({busy['stock']:.0%} in stock's): both "
+                    f"flavours run at moto's pace here")
     lines = [
         f"## (a) Throughput of trivial tasks ({s4['tasks']} tasks, {WORKERS} workers x {PROCESSES} processes)",
         "",
@@ -138,6 +142,11 @@ def throughput(r: dict[str, Any]) -> list[str]:
     if "moto_cpu_per_call" in r:
         lines += ["", "moto's CPU per DynamoDB write, measured at the start of the run (ms): " + "; ".join(
             f"{label} {ms:.1f}" for label, ms in r["moto_cpu_per_call"].items()) + "."]
+    if "calls_per_task" in o4:
+        def calls(run: dict) -> str:
+            return ", ".join(f"{op.split(':')[1]} {n:.2f}" for op, n in run["calls_per_task"].items() if n >= 0.01)
+        lines += ["", f"AWS calls per task while the queue drains at prefetch 4 (the final join excluded): stock "
+                      f"{calls(s4)}; celery_sqs_ddb {calls(o4)}."]
     lines += ["", "Tasks per worker: " + "; ".join(
         f"{label} {run['per_worker']}" for label, run in (("stock p4", s4), ("stock p1", s1), ("ours p4", o4),
                                                            ("ours p1", o1))) + ".", ""]

@@ -214,6 +214,7 @@ def throughput(setup: Setup, tasks: int) -> dict[str, Any]:
 
         result = submit_many(stamp, [(i,) for i in range(tasks)], progress=False)
     started = time.monotonic()
+    setup.server.reset_counts()
     setup.start_workers()
     time.sleep(2)
     processes = setup.processes()
@@ -222,12 +223,14 @@ def throughput(setup: Setup, tasks: int) -> dict[str, Any]:
         time.sleep(1)  # no result polling while the workers run (it would load moto)
     cpu = {k: cpu_seconds(v) - cpu_before[k] for k, v in processes.items()}
     t1 = time.time()
+    counts = setup.server.counts()  # the workers' calls (and the driver's backlog polls), before the join
     rows = result.join(timeout=600)
     assert sorted(r[3] for r in rows) == list(range(tasks)), "wrong results"
     setup.stop_workers()
     stats = window_stats(rows, tasks)
     done = sum(1 for r in rows if t0 <= r[2] <= t1)
     stats["cpu_ms_per_task"] = {k: v * 1000 / max(done, 1) for k, v in cpu.items()}
+    stats["calls_per_task"] = {k: v / tasks for k, v in sorted(counts.items()) if "#" not in k}
     return stats
 
 
