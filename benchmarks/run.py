@@ -318,7 +318,7 @@ def moto_cpu_per_call(server: MotoServer, samples: int = 100) -> dict[str, float
     def claim(task_id: str) -> None:
         backend.begin_run(task_id, owns_started=True)
         backend.claim(task_id, attempt=schema.attempt_key(0, 0, 1), message_id="m", worker="w@bench",
-                      task_name="bench.stamp", queue="bench", retries=0, publish_started=False)
+                      task_name="bench.stamp", queue="bench", retries=0, publish_started=True)  # track_started
 
     def result(task_id: str) -> None:
         backend.mark_as_done(task_id, ["w@bench", 1.0, 2.0, 0])
