@@ -36,6 +36,22 @@ def effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture
+def ddb_app() -> Iterator[Any]:
+    """A Celery app whose result backend is a fresh ``jobs`` table on in-process moto (unit tests)."""
+    import boto3
+    from celery import Celery
+    from moto import mock_aws
+
+    from celery_sqs_ddb import schema
+
+    with mock_aws():
+        boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("jobs"))
+        app = Celery("unit", set_as_current=False)
+        app.conf.result_backend = f"ddb://jobs?region={REGION}"
+        yield app
+
+
 # --------------------------------------------------------------------------- moto server
 
 

@@ -5,32 +5,23 @@ from __future__ import annotations
 
 import time
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from celery import Celery
 from celery.app.trace import build_tracer
-from moto import mock_aws
 
 from celery_sqs_ddb import schema
 from celery_sqs_ddb.exceptions import ClaimDeferred
 from celery_sqs_ddb.worker import claim as claim_module
 from celery_sqs_ddb.worker.claim import Claimer
 
-REGION = "eu-west-1"
-
 # Celery's tracer reports the failed write as an internal error (a RuntimeWarning), as in a worker.
 pytestmark = pytest.mark.filterwarnings("ignore:Exception raised outside body:RuntimeWarning")
 
 
 @pytest.fixture
-def app():
-    with mock_aws():
-        boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("jobs"))
-        app = Celery("unit", set_as_current=False)
-        app.conf.result_backend = f"ddb://jobs?region={REGION}"
-        app.conf.task_track_started = True
-        yield app
+def app(ddb_app):
+    ddb_app.conf.task_track_started = True
+    return ddb_app
 
 
 def run_once(app, failures: int, monkeypatch):

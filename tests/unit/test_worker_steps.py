@@ -57,18 +57,7 @@ def test_a_task_handed_to_the_prefork_pool_is_not_released_before_the_pool_says_
         assert release_unstarted(consumer) == 0
 
 
-@pytest.fixture
-def table_app():
-    from celery_sqs_ddb import schema
-
-    with mock_aws():
-        boto3.client("dynamodb", region_name=REGION).create_table(**schema.create_table_request("jobs"))
-        app = Celery("t", set_as_current=False)
-        app.conf.result_backend = f"ddb://jobs?region={REGION}"
-        yield app
-
-
-def test_drain_without_readable_pool_results_ends_when_the_table_shows_the_tasks_ready(table_app, caplog):
+def test_drain_without_readable_pool_results_ends_when_the_table_shows_the_tasks_ready(ddb_app, caplog):
     """A pool whose results cannot be read in the signal handler (no prefork result pipes): a
     running task counts as done once the table shows it ready; one never written keeps the wait
     going to the end of the window."""
@@ -78,10 +67,10 @@ def test_drain_without_readable_pool_results_ends_when_the_table_shows_the_tasks
     ApplyResult(jobs, None, correlation_id="done-task")
     ApplyResult(jobs, None, correlation_id="still-running")
     consumer = SimpleNamespace(task_consumer=None, pool=SimpleNamespace(_pool=SimpleNamespace(_cache=jobs)))
-    worker = SimpleNamespace(app=table_app, consumer=consumer)
+    worker = SimpleNamespace(app=ddb_app, consumer=consumer)
     assert PoolResults.of(consumer) is None
-    table_app.conf.worker_soft_shutdown_timeout = 0.5
-    table_app.backend.mark_as_done("done-task", 1)
+    ddb_app.conf.worker_soft_shutdown_timeout = 0.5
+    ddb_app.backend.mark_as_done("done-task", 1)
 
     with caplog.at_level("INFO", logger="celery_sqs_ddb.worker.drain"):
         wait_for_running_tasks(worker)
@@ -89,7 +78,7 @@ def test_drain_without_readable_pool_results_ends_when_the_table_shows_the_tasks
 
     caplog.clear()
     del jobs[next(k for k, job in jobs.items() if job.correlation_id == "still-running")]
-    table_app.conf.worker_soft_shutdown_timeout = 30
+    ddb_app.conf.worker_soft_shutdown_timeout = 30
     with caplog.at_level("INFO", logger="celery_sqs_ddb.worker.drain"):
         wait_for_running_tasks(worker)
     assert "Soft shutdown: the running tasks finished" in caplog.text
